@@ -1,0 +1,113 @@
+"""Everything that talks across processes lives here; technique code never calls ``torch.distributed`` itself.
+
+Works the same single-process (every function is then a no-op or an identity), under DDP launched by
+``accelerate launch`` or ``torchrun``, and with FSDP2 (``fully_shard``) where parameters are ``DTensor`` shards.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
+    """In-place sum across ranks (identity when single-process)."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_mean_(tensor: torch.Tensor) -> torch.Tensor:
+    """In-place mean across ranks (identity when single-process)."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        tensor.div_(dist.get_world_size())
+    return tensor
+
+
+def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """In-place broadcast from ``src`` (identity when single-process)."""
+    if is_distributed():
+        dist.broadcast(tensor, src=src)
+    return tensor
+
+
+def all_gather_objects(obj):
+    """A list with every rank's ``obj`` (``[obj]`` when single-process)."""
+    if not is_distributed():
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The user's model inside DDP / DataParallel / accelerate / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def is_sharded(tensor: torch.Tensor) -> bool:
+    """True for an FSDP2 ``DTensor`` parameter (each rank holds a shard)."""
+    return type(tensor).__name__ == "DTensor" or hasattr(tensor, "to_local") and hasattr(tensor, "placements")
+
+
+def local_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The part of ``tensor`` this rank holds: the local shard of an FSDP2 DTensor, else the tensor itself."""
+    if is_sharded(tensor):
+        return tensor.to_local()
+    return tensor
+
+
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor: gathered from the shards of an FSDP2 DTensor (collective), else the tensor itself."""
+    if is_sharded(tensor):
+        return tensor.full_tensor()
+    return tensor
+
+
+def shard_like(full: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """The piece of ``full`` that lines up with this rank's local shard of ``reference`` (an FSDP2 DTensor).
+
+    FSDP2 shards dim 0 with ``torch.chunk`` semantics; other placements are not supported.
+    """
+    if not is_sharded(reference):
+        return full
+    from torch.distributed.tensor import Shard
+
+    placements = reference.placements
+    if len(placements) != 1 or not isinstance(placements[0], Shard) or placements[0].dim != 0:
+        raise ValueError(f"only FSDP2 dim-0 sharding is supported for masks; got placements {placements}")
+    mesh = reference.device_mesh
+    chunks = torch.chunk(full, mesh.size(), dim=0)
+    index = mesh.get_local_rank()
+    if index < len(chunks):
+        return chunks[index]
+    return full[:0]

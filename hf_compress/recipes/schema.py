@@ -1,0 +1,157 @@
+"""Reading and validating recipes. Each technique's section is validated by that technique's own config dataclass,
+so the recipe schema and the Python API can never drift apart; errors name the file and the key path."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+RECIPE_FILENAME = "compression_recipe.yaml"
+
+# section -> (module, config class); each class validates its own fields.
+TECHNIQUES: dict[str, tuple[str, str]] = {
+    "pruning": ("hf_compress.pruning.config", "PruningConfig"),
+    "l1_regularization": ("hf_compress.pruning.l1", "L1RegularizationConfig"),
+    "distillation": ("hf_compress.distillation.config", "DistillationConfig"),
+    "quantization": ("hf_compress.quantization.config", "QATConfig"),
+}
+EXTRA_KEYS = {"distillation": ("teacher",)}  # recipe-only keys that are not config fields
+TOP_LEVEL_KEYS = (*TECHNIQUES, "callbacks")
+
+
+def config_class(section: str) -> type:
+    module_name, class_name = TECHNIQUES[section]
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+@dataclass
+class PluginCallbackSpec:
+    name: str
+    fields: dict[str, Any]
+
+
+@dataclass
+class Recipe:
+    """A validated recipe: one config per technique present, plus plugin callbacks."""
+
+    configs: dict[str, Any] = field(default_factory=dict)
+    teacher: str | None = None
+    callbacks: list[PluginCallbackSpec] = field(default_factory=list)
+    source: str = "<dict>"
+
+    def techniques(self) -> list[str]:
+        names = list(self.configs)
+        names += [f"callbacks.{spec.name}" for spec in self.callbacks]
+        return names
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for section, config in self.configs.items():
+            out[section] = config.to_dict()
+        if self.teacher is not None:
+            out.setdefault("distillation", {})["teacher"] = self.teacher
+        if self.callbacks:
+            out["callbacks"] = [{"name": spec.name, **spec.fields} for spec in self.callbacks]
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, folder: str) -> str:
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, RECIPE_FILENAME)
+        with open(path, "w") as handle:
+            handle.write(self.to_yaml())
+        return path
+
+
+def load_recipe(recipe: str | os.PathLike | dict | Recipe) -> Recipe:
+    """Read (with ``yaml.safe_load`` only) and validate a recipe from a YAML/JSON path, a YAML string or a dict.
+
+    Raises:
+        ValueError: naming the file, the key path (e.g. ``pruning.target_sparsity``) and the allowed values.
+    """
+    if isinstance(recipe, Recipe):
+        return recipe
+    source = "<dict>"
+    if isinstance(recipe, (str, os.PathLike)):
+        text = str(recipe)
+        if os.path.exists(text):
+            source = text
+            with open(text) as handle:
+                try:
+                    data = yaml.safe_load(handle)
+                except yaml.YAMLError as error:
+                    raise ValueError(f"{source}: not valid YAML/JSON: {error}") from None
+        elif text.endswith((".yaml", ".yml", ".json")):
+            raise ValueError(f"recipe file {text!r} does not exist")
+        else:
+            source = "<string>"
+            data = yaml.safe_load(text)
+    elif isinstance(recipe, dict):
+        data = copy.deepcopy(recipe)
+    else:
+        raise ValueError(f"recipe must be a path, a YAML string or a dict; got {type(recipe).__name__}")
+    return _validate(data, source)
+
+
+def _validate(data: Any, source: str) -> Recipe:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: a recipe is a mapping with keys {', '.join(TOP_LEVEL_KEYS)}; got {type(data).__name__}")
+    recipe = Recipe(source=source)
+    for key, value in data.items():
+        if key not in TOP_LEVEL_KEYS:
+            close = difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{source}: {key}: unknown key; allowed top-level keys: {', '.join(TOP_LEVEL_KEYS)}.{hint}")
+        if key == "callbacks":
+            recipe.callbacks = _plugin_callbacks(value, source)
+            continue
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ValueError(f"{source}: {key}: expected a mapping of {config_class(key).__name__} fields, got {value!r}")
+        values = dict(value)
+        for extra in EXTRA_KEYS.get(key, ()):
+            if extra in values:
+                extra_value = values.pop(extra)
+                if key == "distillation" and extra == "teacher":
+                    if not isinstance(extra_value, str):
+                        raise ValueError(f"{source}: distillation.teacher: expected a model path string, got {extra_value!r}")
+                    recipe.teacher = extra_value
+        cls = config_class(key)
+        try:
+            recipe.configs[key] = cls.from_dict(values, where=key)
+        except (TypeError, ValueError) as error:
+            message = str(error)
+            if not message.startswith(key):
+                message = f"{key}.{message}" if message.split(" ")[0] in cls.field_names() else f"{key}: {message}"
+            raise ValueError(f"{source}: {message}") from None
+    return recipe
+
+
+def _plugin_callbacks(value: Any, source: str) -> list[PluginCallbackSpec]:
+    from hf_compress.registry import get_registry
+
+    if not isinstance(value, list):
+        raise ValueError(f"{source}: callbacks: expected a list of {{name: ..., fields...}} mappings, got {value!r}")
+    specs = []
+    for index, item in enumerate(value):
+        where = f"callbacks[{index}]"
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ValueError(f"{source}: {where}: expected a mapping with a string 'name' key, got {item!r}")
+        fields = {k: v for k, v in item.items() if k != "name"}
+        try:
+            get_registry().component("callback", item["name"])
+        except ValueError as error:
+            raise type(error)(f"{source}: {where}.name: {error}") from None
+        specs.append(PluginCallbackSpec(item["name"].lower(), fields))
+    return specs
