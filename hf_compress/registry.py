@@ -54,7 +54,7 @@ KNOWN_THIRD_PARTY = {
     ("pruning_criterion", "wanda"): ("hf-compress-wanda", "pip install ./plugins/hf-compress-wanda"),
     ("callback", "wanda_one_shot"): ("hf-compress-wanda", "pip install ./plugins/hf-compress-wanda"),
     ("distillation_loss", "skew_kl"): ("hf-compress-skewkl", "pip install ./plugins/hf-compress-skewkl"),
-    ("schedule", "polynomial"): ("hf-compress-skewkl", "pip install ./plugins/hf-compress-skewkl"),
+    ("distillation_loss", "skew_reverse_kl"): ("hf-compress-skewkl", "pip install ./plugins/hf-compress-skewkl"),
 }
 
 

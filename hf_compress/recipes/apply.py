@@ -50,6 +50,16 @@ def callbacks_from_recipe(recipe: str | os.PathLike | dict | Recipe, teacher: An
     recipe = load_recipe(recipe)
     callbacks: list[TrainerCallback] = []
     configs = recipe.configs
+    # Plugin callbacks first: a one-shot pruner must have pruned before PruningCallback measures initial sparsity.
+    if recipe.callbacks:
+        from hf_compress.registry import get_registry
+
+        for index, spec in enumerate(recipe.callbacks):
+            factory = get_registry().get("callback", spec.name)
+            try:
+                callbacks.append(factory(**spec.fields))
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{recipe.source}: callbacks[{index}] ({spec.name}): {error}") from None
     if "distillation" in configs:
         from hf_compress.distillation.callback import DistillationCallback
 
@@ -72,15 +82,6 @@ def callbacks_from_recipe(recipe: str | os.PathLike | dict | Recipe, teacher: An
         from hf_compress.quantization.callback import QATCallback
 
         callbacks.append(QATCallback(configs["quantization"]))
-    if recipe.callbacks:
-        from hf_compress.registry import get_registry
-
-        for index, spec in enumerate(recipe.callbacks):
-            factory = get_registry().get("callback", spec.name)
-            try:
-                callbacks.append(factory(**spec.fields))
-            except TypeError as error:
-                raise ValueError(f"{recipe.source}: callbacks[{index}] ({spec.name}): {error}") from None
     callbacks.append(RecipeRecorderCallback(recipe))
     return callbacks
 
