@@ -1,0 +1,12 @@
+"""``hf-compress demo``: the main job on an embedded default, with no downloads.
+
+```python
+from hf_compress.demo import run_demo
+
+run_demo(output_dir="hf_compress_demo", quick=True)  # about 2 minutes on 2 CPU cores
+```
+"""
+
+from hf_compress.demo.pipeline import FULL, QUICK, DemoSettings, run_demo
+
+__all__ = ["FULL", "QUICK", "DemoSettings", "run_demo"]
