@@ -1,0 +1,91 @@
+"""Run under `accelerate launch --multi_gpu --num_processes 2 ddp_pruning.py OUT_DIR` (CPU, gloo).
+
+Each rank writes OUT_DIR/rank<r>.txt: one line per mask update with a SHA-256 of every mask, then the count of
+cross-rank mask divergences, then the result of the FSDP2 shard-picking check. tests/pruning/test_ddp.py compares them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from conftest import dataset_for, tiny_gpt2, training_args  # noqa: E402
+from transformers import Trainer, TrainerCallback  # noqa: E402
+
+from hf_compress import PruningCallback, PruningConfig, distributed  # noqa: E402
+from hf_compress.pruning.masks import apply_masks_, mask_in_storage_layout  # noqa: E402
+
+
+def masks_digest(masks: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(masks):
+        digest.update(name.encode())
+        digest.update(masks[name].cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class MaskHashWriter(TrainerCallback):
+    """Placed after the pruning callback: records a hash of the masks at every mask update."""
+
+    def __init__(self, pruning: PruningCallback, lines: list[str]):
+        self.pruning = pruning
+        self.lines = lines
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        if self.pruning.last_update_step == state.global_step + 1:
+            self.lines.append(f"update {state.global_step + 1} {masks_digest(self.pruning.masks)}")
+
+
+def check_fsdp_shard_picking(lines: list[str]) -> None:
+    """A mask computed on the full [out, in] tensor zeroes the right rows of each rank's FSDP2 (dim-0) shard."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+    from transformers.pytorch_utils import Conv1D
+
+    mesh = init_device_mesh("cpu", (2,))
+    torch.manual_seed(0)
+    modules = {"linear": torch.nn.Linear(8, 6), "conv1d": Conv1D(6, 8)}  # Conv1D(nf=6, nx=8) stores [8, 6]
+    masks = {name: torch.rand(6, 8) > 0.5 for name in modules}  # [out, in] for both
+    expected = {}
+    for name, module in modules.items():
+        dense = module.weight.detach().clone()
+        expected[name] = dense * mask_in_storage_layout(masks[name], module)
+        module.weight = torch.nn.Parameter(distribute_tensor(dense, mesh, [Shard(0)]))
+    apply_masks_(modules, masks)
+    ok = all(
+        torch.equal(distributed.full_tensor(module.weight.detach()), expected[name])
+        and distributed.is_sharded(module.weight)
+        and distributed.local_tensor(module.weight).shape[0] < expected[name].shape[0]
+        for name, module in modules.items()
+    )
+    lines.append(f"fsdp_shard_mask {'ok' if ok else 'WRONG'}")
+
+
+def main(out_dir: str) -> None:
+    torch.set_num_threads(1)
+    lines: list[str] = []
+    config = PruningConfig(target_sparsity=0.6, criterion="movement", scope="global", start=0, end=12, frequency=3)
+    pruning = PruningCallback(config)
+    trainer = Trainer(
+        model=tiny_gpt2(0),
+        args=training_args(os.path.join(out_dir, "run"), max_steps=14, per_device_train_batch_size=4),
+        train_dataset=dataset_for("gpt2", n=128),
+        callbacks=[pruning, MaskHashWriter(pruning, lines)],
+    )
+    trainer.train()
+    lines.append(f"world_size {distributed.world_size()}")
+    lines.append(f"divergences {pruning.mask_divergences}")
+    lines.append(
+        f"final_sparsity {1 - sum(int(m.sum()) for m in pruning.masks.values()) / sum(m.numel() for m in pruning.masks.values()):.6f}"
+    )
+    check_fsdp_shard_picking(lines)
+    with open(os.path.join(out_dir, f"rank{distributed.rank()}.txt"), "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
