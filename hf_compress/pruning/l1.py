@@ -62,6 +62,7 @@ class L1RegularizationConfig(CompressionConfig):
     >>> from hf_compress import L1RegularizationConfig
     >>> L1RegularizationConfig(l1_lambda=1e-3, targets=[r"mlp"], end=0.5).end
     0.5
+
     ```
     """
 
@@ -102,6 +103,7 @@ def soft_threshold_(weight: torch.Tensor, threshold: float) -> torch.Tensor:
     >>> import torch
     >>> soft_threshold_(torch.tensor([-0.3, -0.05, 0.0, 0.1, 0.5]), 0.1)
     tensor([-0.2000, -0.0000,  0.0000,  0.0000,  0.4000])
+
     ```
     """
     if threshold <= 0:

@@ -13,6 +13,7 @@
 layer  shape   params  zeros  sparsity
 0      [4, 4]      16      8    50.00%
 total              16      8    50.00%
+
 ```
 """
 
@@ -161,6 +162,7 @@ def sparsity_report(
     >>> report = sparsity_report(model)
     >>> [layer.name for layer in report.layers][:2]
     ['transformer.h.0.attn.c_attn', 'transformer.h.0.attn.c_proj']
+
     ```
     """
     modules = find_target_modules(unwrap_model(model), targets, exclude)
@@ -187,6 +189,7 @@ def sparsity_report_from_tensors(
     >>> from hf_compress.pruning.report import sparsity_report_from_tensors
     >>> sparsity_report_from_tensors({"fc.weight": torch.tensor([[0.0, 1.0], [0.0, 2.0]])}).sparsity
     0.5
+
     ```
     """
     items = tensors.items() if isinstance(tensors, Mapping) else tensors
@@ -325,6 +328,7 @@ def report_main(model_dir: str | os.PathLike, plot: str | os.PathLike | None = N
     ```python
     >>> from hf_compress.pruning.report import report_main
     >>> report = report_main("out/pruned-model", plot="sparsity.png")  # doctest: +SKIP
+
     ```
     """
     report = saved_model_report(model_dir)

@@ -269,6 +269,7 @@ def sensitivity_analysis(
     >>> len(table.layers), table.sparsities
     (7, (0.5, 0.9))
     >>> per_layer = table.allocation(0.5)
+
     ```
     """
     pattern = validate_pattern(pattern, "pattern")
