@@ -83,12 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--plot", metavar="FILE.png", default=None, help="also write a bar chart")
     report.set_defaults(handler=_report)
 
-    try:  # INTEGRATION-PENDING: export CLI module lands with the export work
-        from hf_compress.quantization.cli import add_export_parser
+    from hf_compress.quantization.cli import add_export_parser
 
-        add_export_parser(commands)
-    except ImportError:
-        pass
+    add_export_parser(commands)
 
     recipe = commands.add_parser("recipe", help="compression recipes")
     recipe_commands = recipe.add_subparsers(dest="recipe_command", required=True)
