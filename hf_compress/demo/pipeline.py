@@ -57,7 +57,7 @@ def demo_recipe(settings: DemoSettings) -> dict:
             "criterion": "magnitude",
         },
         "distillation": {"loss": "kl", "temperature": 2.0, "alpha": 0.7},
-        "quantization": {"bits": 8, "granularity": "per_channel", "start": 0.6},
+        "quantization": {"weight_bits": 8, "granularity": "per_channel", "start": 0.6},
     }
 
 

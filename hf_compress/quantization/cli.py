@@ -20,7 +20,6 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from hf_compress.quantization.export_formats import ensure_registered
 from hf_compress.quantization.grid import GRANULARITIES, SCALE_METHODS
 from hf_compress.registry import get_registry
 
@@ -30,7 +29,6 @@ logger = logging.getLogger(__name__)
 def add_export_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``export`` sub-command to an ``argparse`` sub-parsers object; its handler is ``args.handler``."""
     registry = get_registry()
-    ensure_registered(registry)
     formats = "\n".join(
         f"  {name}: {registry.get('export_format', name).description}" for name in registry.names("export_format")
     )

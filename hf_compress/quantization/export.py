@@ -16,7 +16,7 @@ Example:
 ```python
 from hf_compress import QATCallback, QATConfig, export
 
-trainer.add_callback(QATCallback(QATConfig(bits=4, granularity="per_group", group_size=32)))
+trainer.add_callback(QATCallback(QATConfig(weight_bits=4, granularity="per_group", group_size=32)))
 trainer.train()
 result = export(trainer.model, "out/ct", format="compressed-tensors")
 print(result.max_abs_diff, result.size_bytes)
@@ -37,7 +37,7 @@ from torch import nn
 from hf_compress import __version__
 from hf_compress.config_base import CompressionConfig, check_choice, check_number
 from hf_compress.distributed import all_gather_objects, is_distributed, is_main_process, unwrap_model
-from hf_compress.quantization.export_formats import ExportFormat, ensure_registered, register_export_formats
+from hf_compress.quantization.export_formats import ExportFormat, register_export_formats
 from hf_compress.quantization.export_source import prepare_source
 from hf_compress.quantization.export_verify import check_weights, fixed_batch, model_outputs
 from hf_compress.quantization.grid import GRANULARITIES, MAX_BITS, MIN_BITS, SCALE_METHODS, QuantSpec
@@ -195,7 +195,6 @@ def export(model: nn.Module, path: str | os.PathLike, format: str = "dequantized
     ```
     """
     registry = get_registry()
-    ensure_registered(registry)
     export_format: ExportFormat = registry.get("export_format", validate_name("export_format", format, "format"))
     settings = ExportOptions.from_dict(dict(options), where="export")
     implementation = export_format.module()

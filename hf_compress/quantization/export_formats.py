@@ -12,8 +12,6 @@ Example:
 
 ```python
 >>> from hf_compress.registry import get_registry
->>> from hf_compress.quantization.export_formats import ensure_registered
->>> ensure_registered(get_registry())
 >>> get_registry().get("export_format", "quanto").pip_install
 'pip install optimum-quanto'
 ```
@@ -87,10 +85,3 @@ def register_export_formats(registry) -> None:
     """Register the built-in export formats (registry kind ``export_format``)."""
     for export_format in BUILTIN_FORMATS:
         registry.register("export_format", export_format.name, export_format)
-
-
-def ensure_registered(registry) -> None:
-    """Register the built-in formats unless the registry already has them (through the built-ins entry point)."""
-    known = set(registry.names("export_format"))
-    if not any(export_format.name in known for export_format in BUILTIN_FORMATS):
-        register_export_formats(registry)

@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, CompressedTensorsConfig, Trainer
 from hf_compress import PruningCallback, PruningConfig, QATCallback, QATConfig, export
 from hf_compress.quantization.cli import export_main
 from hf_compress.quantization.export import ExportVerificationError
-from hf_compress.quantization.export_formats import ExportFormat, ensure_registered
+from hf_compress.quantization.export_formats import ExportFormat
 from hf_compress.quantization.export_quanto import load as load_quanto
 from hf_compress.quantization.export_source import recover_qparams
 from hf_compress.quantization.export_verify import fixed_batch, model_outputs
@@ -120,7 +120,7 @@ def test_qat_models_export_exactly_to_every_format(tmp_path):
     formats = {"llama": ["dequantized", "quanto", "compressed-tensors"], "gpt2": ["dequantized", "quanto"]}
     sizes = {}
     for family, names in formats.items():
-        model = train_qat(FACTORIES[family](), tmp_path / family, QATConfig(bits=4, symmetric=False))
+        model = train_qat(FACTORIES[family](), tmp_path / family, QATConfig(weight_bits=4, symmetric=False))
         baked = {name: weight_out_in(m.weight, m).detach().clone() for name, m in find_target_modules(model).items()}
         batch = fixed_batch(model)
         expected = outputs(model, batch)
@@ -142,7 +142,7 @@ def test_qat_models_export_exactly_to_every_format(tmp_path):
 
 
 def test_activation_quantization_is_kept_by_compressed_tensors_and_dropped_with_a_warning_elsewhere(tmp_path, caplog):
-    qat = QATConfig(bits=8, activations="per_tensor", activation_symmetric=False, freeze_observers=0.5)
+    qat = QATConfig(weight_bits=8, activations="per_tensor", activation_symmetric=False, freeze_observers=0.5)
     model = train_qat(tiny_llama(), tmp_path, qat)
     kept = export(model, tmp_path / "ct", format="compressed-tensors")
     assert kept.activation_quantization == "kept" and kept.activation_params_max_abs_diff == 0.0
@@ -165,7 +165,7 @@ def test_activation_quantization_is_kept_by_compressed_tensors_and_dropped_with_
 @pytest.mark.parametrize("pattern, symmetric", [("2:4", True), ("unstructured", False)])
 def test_sparse_quantized_export_keeps_the_zeros(tmp_path, pattern, symmetric):
     pruning = PruningCallback(PruningConfig(target_sparsity=0.5, pattern=pattern, end=0.5, frequency=2))
-    qat = QATConfig(bits=4, symmetric=symmetric)
+    qat = QATConfig(weight_bits=4, symmetric=symmetric)
     model = train_qat(tiny_llama(), tmp_path, qat, extra_callbacks=[pruning], max_steps=10)
     masks = {name: mask.cpu() for name, mask in pruning.masks.items()}
     batch = fixed_batch(model)
@@ -186,7 +186,7 @@ def test_sparse_quantized_export_keeps_the_zeros(tmp_path, pattern, symmetric):
 
 
 def test_saved_qat_model_exports_its_exact_grid_through_the_cli(tmp_path, capsys):
-    qat = QATConfig(bits=4, granularity="per_group", group_size=16, scale_method="mse", activations="per_token")
+    qat = QATConfig(weight_bits=4, granularity="per_group", group_size=16, scale_method="mse", activations="per_token")
     model = train_qat(tiny_llama(), tmp_path, qat)
     model.save_pretrained(tmp_path / "saved")
     capsys.readouterr()  # drop the Trainer's logs
@@ -260,7 +260,7 @@ def test_bad_input_gets_clear_errors(tmp_path, monkeypatch, fresh_registry):
 
 
 def test_qat_model_refuses_post_training_options(tmp_path):
-    model = train_qat(tiny_llama(), tmp_path, QATConfig(bits=8), max_steps=2)
+    model = train_qat(tiny_llama(), tmp_path, QATConfig(weight_bits=8), max_steps=2)
     with pytest.raises(ValueError, match="post-training quantization options.*QAT parameters"):
         export(model, tmp_path / "out", bits=4)
 
@@ -279,7 +279,6 @@ def _broken_format(tmp_path, monkeypatch, registry, name, corrupt):
     module.write = write
     module.load = lambda folder, model_class: model_class.from_pretrained(folder).eval()
     monkeypatch.setitem(sys.modules, module.__name__, module)
-    ensure_registered(registry)
     registry.register("export_format", name, ExportFormat(name, module.__name__, "test format"))
 
 
