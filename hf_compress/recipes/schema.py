@@ -105,27 +105,35 @@ def _validate(data: Any, source: str) -> Recipe:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ValueError(f"{source}: a recipe is a mapping with keys {', '.join(TOP_LEVEL_KEYS)}; got {type(data).__name__}")
+        raise ValueError(
+            f"{source}: a recipe is a mapping with keys {', '.join(TOP_LEVEL_KEYS)}; got {type(data).__name__}"
+        )
     recipe = Recipe(source=source)
     for key, value in data.items():
         if key not in TOP_LEVEL_KEYS:
             close = difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"{source}: {key}: unknown key; allowed top-level keys: {', '.join(TOP_LEVEL_KEYS)}.{hint}")
+            raise ValueError(
+                f"{source}: {key}: unknown key; allowed top-level keys: {', '.join(TOP_LEVEL_KEYS)}.{hint}"
+            )
         if key == "callbacks":
             recipe.callbacks = _plugin_callbacks(value, source)
             continue
         if value is None:
             value = {}
         if not isinstance(value, dict):
-            raise ValueError(f"{source}: {key}: expected a mapping of {config_class(key).__name__} fields, got {value!r}")
+            raise ValueError(
+                f"{source}: {key}: expected a mapping of {config_class(key).__name__} fields, got {value!r}"
+            )
         values = dict(value)
         for extra in EXTRA_KEYS.get(key, ()):
             if extra in values:
                 extra_value = values.pop(extra)
                 if key == "distillation" and extra == "teacher":
                     if not isinstance(extra_value, str):
-                        raise ValueError(f"{source}: distillation.teacher: expected a model path string, got {extra_value!r}")
+                        raise ValueError(
+                            f"{source}: distillation.teacher: expected a model path string, got {extra_value!r}"
+                        )
                     recipe.teacher = extra_value
         cls = config_class(key)
         try:
@@ -133,7 +141,8 @@ def _validate(data: Any, source: str) -> Recipe:
         except (TypeError, ValueError) as error:
             message = str(error)
             if not message.startswith(key):
-                message = f"{key}.{message}" if message.split(" ")[0] in cls.field_names() else f"{key}: {message}"
+                first_word = message.split(" ")[0].rstrip(":")
+                message = f"{key}.{message}" if first_word in cls.field_names() else f"{key}: {message}"
             raise ValueError(f"{source}: {message}") from None
     return recipe
 
