@@ -32,7 +32,6 @@ pruning.masks["transformer.h.0.mlp.c_fc"]  # bool [out, in], True = kept
 
 from __future__ import annotations
 
-import gc
 import logging
 import re
 from dataclasses import dataclass
@@ -40,10 +39,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import TrainerCallback
-from transformers.trainer_callback import CallbackHandler
 
 from hf_compress import distributed
 from hf_compress.checkpoint_state import checkpoint_dir, load_state, resume_folder, save_state
+from hf_compress.peft_support import lora_hooks as peft_lora_hooks
 from hf_compress.pruning.config import PruningConfig
 from hf_compress.pruning.criteria import PruningCriterion
 from hf_compress.pruning.heads import AttentionHeads, find_attention_heads
@@ -60,6 +59,7 @@ from hf_compress.pruning.schedules import is_mask_update_step, resolve_start_end
 from hf_compress.pruning.scope import select_global
 from hf_compress.registry import get_registry
 from hf_compress.targets import find_target_modules, in_out_features
+from hf_compress.trainer_logs import add_to_logs, run_before_reporters
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class PruningCallback(TrainerCallback):
         return modules, groups
 
     def on_init_end(self, args, state, control, model=None, **kwargs):
-        self._run_first()
+        run_before_reporters(self)
         if model is not None:  # fail at Trainer(...) already, without touching the model
             self._resolve(distributed.unwrap_model(model))
         return control
@@ -164,11 +164,15 @@ class PruningCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if model is None:
             raise ValueError("PruningCallback needs the model in on_train_begin (add it to a transformers.Trainer)")
-        self._run_first()
+        run_before_reporters(self)
         model = distributed.unwrap_model(model)
         self.start_step, self.end_step = resolve_start_end(self.config.start, self.config.end, state.max_steps)
         self.modules, self.groups = self._resolve(model)
         criterion_cls = get_registry().get("pruning_criterion", self.config.criterion)
+        # PEFT: LoRA updates over pruned base layers are masked too (no-op for other models)
+        peft_lora_hooks.attach_pruning(
+            model, self.modules, lambda name: self.masks.get(name), needs_weight_gradients=criterion_cls.uses_gradients
+        )
         if self.criterion is not None:  # a second train() on the same callback
             self.criterion.detach()
         self.criterion = criterion_cls(seed=self.config.seed, **(self.config.criterion_kwargs or {}))
@@ -323,32 +327,8 @@ class PruningCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None or not self.masks:
             return control
-        values = self.sparsity_logs(state.global_step)
-        # Trainer.log appends a copy of `logs` to log_history before on_log runs: add the values there as well
-        last = state.log_history[-1] if state.log_history else None
-        if last is not None and last.get("step") == state.global_step and all(k in last for k in logs):
-            last.update(values)
-        logs.update(values)
+        add_to_logs(state, logs, self.sparsity_logs(state.global_step))
         return control
-
-    def _run_first(self) -> None:
-        """Move this callback to the front of its Trainer's callback list, so reporters (TensorBoard, ...) registered
-        by the Trainer before user callbacks see the sparsity keys in ``on_log``.
-
-        Safe while the handler iterates the list: removing from position i and inserting at 0 leaves every later
-        position unchanged.
-        """
-        for holder in gc.get_referrers(self):
-            if not isinstance(holder, list) or holder[:1] == [self]:
-                continue
-            owners = gc.get_referrers(holder)
-            if any(
-                (isinstance(owner, CallbackHandler) and owner.callbacks is holder)
-                or (isinstance(owner, dict) and owner.get("callbacks") is holder)
-                for owner in owners
-            ):
-                holder.remove(self)
-                holder.insert(0, self)
 
     def sparsity_logs(self, step: int) -> dict[str, float]:
         """``sparsity`` (current, over the pruned modules), ``sparsity_target`` (the schedule's value in force),

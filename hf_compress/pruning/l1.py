@@ -39,6 +39,7 @@ from transformers import TrainerCallback
 from hf_compress.config_base import CompressionConfig, check_number, check_step_spec, resolve_step
 from hf_compress.distributed import all_reduce_sum_, is_sharded, local_tensor, unwrap_model
 from hf_compress.targets import find_target_modules
+from hf_compress.trainer_logs import add_to_logs, run_before_reporters
 
 
 @dataclass
@@ -150,6 +151,7 @@ class L1RegularizationCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if model is None:
             raise ValueError("L1RegularizationCallback needs the Trainer's model in on_train_begin")
+        run_before_reporters(self)
         self.modules = find_target_modules(unwrap_model(model), self.config.targets, self.config.exclude)
         total = state.max_steps
         self.start_step = resolve_step(self.config.start, total)
@@ -203,19 +205,6 @@ class L1RegularizationCallback(TrainerCallback):
             device = local_tensor(next(iter(self.modules.values())).weight).device
             zeros = all_reduce_sum_(zeros.to(device)).cpu()
         return float(zeros) / total if total else 0.0
-
-
-def add_to_logs(state, logs: dict, values: dict) -> None:
-    """Add ``values`` to the ``logs`` of an ``on_log`` call and to the ``state.log_history`` entry made from it.
-
-    ``Trainer.log`` appends a *copy* of ``logs`` to ``log_history`` before calling ``on_log``, so keys added to
-    ``logs`` alone reach only the callbacks after this one (the printer / progress bar), not the history.
-    """
-    logs.update(values)
-    history = state.log_history
-    # the entry made from these logs: same step, and each of its keys is in logs (other callbacks may add keys)
-    if history and history[-1].get("step") == state.global_step and all(k in logs for k in history[-1] if k != "step"):
-        history[-1].update(values)
 
 
 def _learning_rates_by_parameter(optimizer) -> dict[int, float]:

@@ -1,0 +1,52 @@
+"""Getting a callback's values into the Trainer's logs: ``log_history`` and the reporters (TensorBoard, W&B, ...).
+
+In ``Trainer.log``, a copy of ``logs`` is appended to ``state.log_history`` *before* ``on_log`` runs, and the
+reporters registered from ``report_to`` run before callbacks the user added. So a callback that only adds keys to
+``logs`` in ``on_log`` reaches neither. :func:`run_before_reporters` moves the callback to the front of its
+Trainer's callback list; :func:`add_to_logs` also updates the ``log_history`` entry made from these logs.
+
+```python
+class MyCallback(TrainerCallback):
+    def on_train_begin(self, args, state, control, **kwargs):
+        run_before_reporters(self)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        add_to_logs(state, logs, {"my_value": 1.0})
+```
+"""
+
+from __future__ import annotations
+
+import gc
+
+from transformers.trainer_callback import CallbackHandler
+
+
+def add_to_logs(state, logs: dict | None, values: dict) -> None:
+    """Add ``values`` to the ``logs`` of an ``on_log`` call and to the ``state.log_history`` entry made from it."""
+    if logs is None:
+        return
+    logs.update(values)
+    history = state.log_history
+    # the entry made from these logs: same step, and each of its keys is in logs (other callbacks may add keys)
+    if history and history[-1].get("step") == state.global_step and all(k in logs for k in history[-1] if k != "step"):
+        history[-1].update(values)
+
+
+def run_before_reporters(callback) -> None:
+    """Move ``callback`` to the front of the Trainer's callback list, so reporters see what it adds in ``on_log``.
+
+    A callback is not told which Trainer holds it; the list is found among the objects that refer to it. Safe while
+    the handler iterates the list: removing from position i and inserting at 0 leaves every later position as it was.
+    """
+    for holder in gc.get_referrers(callback):
+        if not isinstance(holder, list) or holder[:1] == [callback]:
+            continue
+        owners = gc.get_referrers(holder)
+        if any(
+            (isinstance(owner, CallbackHandler) and owner.callbacks is holder)
+            or (isinstance(owner, dict) and owner.get("callbacks") is holder)
+            for owner in owners
+        ):
+            holder.remove(callback)
+            holder.insert(0, callback)
