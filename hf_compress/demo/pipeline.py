@@ -41,7 +41,7 @@ class DemoSettings:
     latency_runs: int = 30
 
 
-QUICK = DemoSettings(countries=12, hidden_size=64, layers=2, teacher_steps=250, student_steps=120, eval_every=40)
+QUICK = DemoSettings(countries=10, hidden_size=64, layers=2, teacher_steps=200, student_steps=100, eval_every=50)
 FULL = DemoSettings(countries=40, hidden_size=128, layers=4, teacher_steps=900, student_steps=400, eval_every=80)
 
 
@@ -216,16 +216,20 @@ def folder_bytes(path: str) -> int:
 
 
 @torch.no_grad()
-def latency_ms(model, batch: dict, runs: int) -> float:
-    model.eval()
-    for _ in range(3):
-        model(**batch)
-    times = []
+def interleaved_latency_ms(models: list, batch: dict, runs: int) -> list[float]:
+    """Median forward time of each model on ``batch``, measured in alternating rounds so load from other work on
+    the machine hits every model alike."""
+    for model in models:
+        model.eval()
+        for _ in range(3):
+            model(**batch)
+    times: list[list[float]] = [[] for _ in models]
     for _ in range(runs):
-        start = time.perf_counter()
-        model(**batch)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        for index, model in enumerate(models):
+            start = time.perf_counter()
+            model(**batch)
+            times[index].append((time.perf_counter() - start) * 1000)
+    return [statistics.median(t) for t in times]
 
 
 def count_parameters(model) -> tuple[int, int]:
@@ -259,10 +263,18 @@ def run_demo(output_dir: str = "hf_compress_demo", quick: bool = False, seed: in
     hf_logging.set_verbosity_error()
     started = time.perf_counter()
     stages = tqdm(total=6, desc="hf-compress demo", unit="stage")
+    stage_seconds: dict[str, float] = {}
+    stage_started = time.perf_counter()
+
+    def finish_stage(name: str) -> None:
+        nonlocal stage_started
+        stage_seconds[name] = time.perf_counter() - stage_started
+        stage_started = time.perf_counter()
+        stages.update()
 
     stages.set_postfix_str("data")
     data = build_data(settings, seed)
-    stages.update()
+    finish_stage("data")
 
     stages.set_postfix_str("teacher")
     teacher = build_teacher(settings, data.tokenizer, seed)
@@ -277,7 +289,7 @@ def run_demo(output_dir: str = "hf_compress_demo", quick: bool = False, seed: in
     teacher_dir = os.path.join(output_dir, "teacher")
     teacher.save_pretrained(teacher_dir)
     data.tokenizer.save_pretrained(teacher_dir)
-    stages.update()
+    finish_stage("teacher")
 
     stages.set_postfix_str("student")
     recipe = demo_recipe(settings)
@@ -302,7 +314,7 @@ def run_demo(output_dir: str = "hf_compress_demo", quick: bool = False, seed: in
         callbacks=[*callbacks_from_recipe(recipe, teacher=teacher), hallucination_eval],
     )
     student_trainer.train()
-    stages.update()
+    finish_stage("student")
 
     stages.set_postfix_str("one-shot sweep")
     sweep = []
@@ -310,7 +322,7 @@ def run_demo(output_dir: str = "hf_compress_demo", quick: bool = False, seed: in
         pruned = one_shot_magnitude(teacher, sparsity)
         sweep.append({"sparsity": sparsity, "hallucination_rate": hallucination_rate(pruned, data)})
     one_shot = one_shot_magnitude(teacher, settings.target_sparsity)
-    stages.update()
+    finish_stage("one-shot sweep")
 
     stages.set_postfix_str("export")
     exports = os.path.join(output_dir, "exports")
@@ -318,16 +330,18 @@ def run_demo(output_dir: str = "hf_compress_demo", quick: bool = False, seed: in
     one_shot.save_pretrained(one_shot_dir)
     student_dir = os.path.join(exports, "student_compressed_tensors")
     export_result = export(student, student_dir, format="compressed-tensors")
-    stages.update()
+    finish_stage("export")
 
     stages.set_postfix_str("measure")
-    batch = data.tokenizer(data.prompts[:16], return_tensors="pt", padding=True)
-    rows = []
-    for name, model, fmt, folder in (
+    batch = dict(data.tokenizer(data.prompts[:16], return_tensors="pt", padding=True))
+    measured = (
         ("teacher (dense fp32)", teacher, "safetensors fp32", teacher_dir),
         (f"one-shot magnitude {settings.target_sparsity:.0%}", one_shot, "safetensors fp32", one_shot_dir),
-        ("compressed student (prune+distill+QAT)", student, "compressed-tensors int8 + bitmask", student_dir),
-    ):
+        ("compressed student (prune+distill+QAT)", student, "compressed-tensors int8 (pack-quantized)", student_dir),
+    )
+    latencies = interleaved_latency_ms([model for _, model, _, _ in measured], batch, settings.latency_runs)
+    rows = []
+    for (name, model, fmt, folder), latency in zip(measured, latencies):
         params, nonzeros = count_parameters(model)
         rows.append(
             ModelRow(
@@ -338,10 +352,10 @@ def run_demo(output_dir: str = "hf_compress_demo", quick: bool = False, seed: in
                 nonzeros=nonzeros,
                 export_format=fmt,
                 size_bytes=folder_bytes(folder),
-                latency_ms=latency_ms(model, dict(batch), settings.latency_runs),
+                latency_ms=latency,
             )
         )
-    stages.update()
+    finish_stage("measure")
     stages.close()
 
     elapsed = time.perf_counter() - started
@@ -356,6 +370,7 @@ def run_demo(output_dir: str = "hf_compress_demo", quick: bool = False, seed: in
         "student_log_history": student_trainer.state.log_history,
         "teacher_log_history": teacher_trainer.state.log_history,
         "elapsed_seconds": elapsed,
+        "stage_seconds": stage_seconds,
     }
     with open(os.path.join(output_dir, "results.json"), "w") as handle:
         json.dump(results, handle, indent=2, default=str)
