@@ -61,19 +61,19 @@ def main() -> None:
             max_steps=args.steps,
             per_device_train_batch_size=args.per_device_batch,
             train_sampling_strategy="sequential",
-            use_cpu=False,
             logging_steps=4,
         ),
         train_dataset=LMDataset(n=96),
     )
     callbacks = hf_compress.attach(trainer, recipe, teacher=teacher)
-    pruning = next(c for c in callbacks if isinstance(c, PruningCallback))
-    log = MaskLog(pruning)
-    trainer.add_callback(log)
+    pruning = next((c for c in callbacks if isinstance(c, PruningCallback)), None)
+    log = MaskLog(pruning) if pruning is not None else None
+    if log is not None:
+        trainer.add_callback(log)
     trainer.train()
     rank = distributed.rank()
     with open(os.path.join(args.out, f"rank{rank}.json"), "w") as handle:
-        json.dump({"world_size": distributed.world_size(), "updates": log.updates}, handle)
+        json.dump({"world_size": distributed.world_size(), "updates": log.updates if log else []}, handle)
     if distributed.is_main_process():
         state = {k: v.detach().cpu().contiguous() for k, v in distributed.unwrap_model(trainer.model).state_dict().items()}
         save_file(state, os.path.join(args.out, "final.safetensors"))
