@@ -18,6 +18,7 @@ import math
 import os
 import statistics
 import time
+import traceback
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback, TrainingArguments
@@ -25,7 +26,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback
 
 def sync():
     if torch.cuda.is_available():
-        sync()
+        torch.cuda.synchronize()
 
 
 class StepTimer(TrainerCallback):
@@ -123,6 +124,7 @@ def main() -> None:
             loss = float(result.training_loss)
         except Exception as exception:  # report every configuration, even a failing one
             error, loss = f"{type(exception).__name__}: {exception}", float("nan")
+            traceback.print_exc(limit=-12)
         linear = [m.weight for m in model.model.modules() if isinstance(m, torch.nn.Linear)]
         zeros = sum(int((w == 0).sum()) for w in linear) / max(1, sum(w.numel() for w in linear))
         rows.append(

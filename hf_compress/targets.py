@@ -45,7 +45,10 @@ def weight_out_in(weight: torch.Tensor, module: nn.Module) -> torch.Tensor:
 
 def _body_prefix(model: nn.Module) -> str:
     """Name prefix of the model body (``base_model``), or "" when the model is its own body."""
-    base = getattr(model, "base_model", None)
+    from hf_compress.peft_support.modules import peft_body  # a PeftModel's body is its transformers model's
+
+    base = peft_body(model)
+    base = getattr(model, "base_model", None) if base is None else base
     if isinstance(base, nn.Module) and base is not model:
         for name, module in model.named_modules():
             if module is base:
@@ -87,7 +90,10 @@ def find_target_modules(
             pattern and a few real module names.
     """
     model = unwrap_model(model)
-    linears = [(name, module) for name, module in model.named_modules() if is_linear(module)]
+    from hf_compress.peft_support.modules import adapter_module_names  # PEFT: base layers only, never lora_A/B
+
+    adapter_names = adapter_module_names(model)
+    linears = [(n, m) for n, m in model.named_modules() if is_linear(m) and n not in adapter_names]
     examples = ", ".join(name for name, _ in linears[:6]) or "(the model has no Linear/Conv1D modules)"
     if targets:
         chosen = []

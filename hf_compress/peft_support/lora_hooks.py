@@ -1,0 +1,293 @@
+"""How hf_compress's callbacks act on LoRA layers while a PeftModel trains.
+
+Each ``peft`` ``lora.Linear`` whose base layer is pruned or quantized gets a :class:`LoraCompressionState` (attribute
+``hf_compress_lora``) and, on the instance only, three methods:
+
+- ``forward``: the effective weight ``(W + scaling * B @ A) * M`` is put in place of the base layer's weight for
+  the duration of its forward (one matmul, and the update never touches a pruned weight). Under QAT, QAT's own hooks
+  on the base layer then fake-quantize that sum (QA-LoRA style; LoRA dropout is not applied then). With LoRA dropout
+  in training (and no QAT) the layer computes ``base(x) + dropout(x) @ ((scaling * B @ A) * M)^T`` instead (the base
+  weight is already ``W * M``). Disabled or merged adapters behave exactly as in peft.
+- ``merge``: refuses while a mask exists and the update is not merged yet, pointing to
+  :func:`hf_compress.merge_and_unload` (peft's merge would add the unmasked ``B @ A`` and lose the sparsity).
+- ``unmerge``: refuses after QAT folded the update into the quantized base weight.
+
+``PeftModel.merge_and_unload()`` / ``merge_adapter()`` check all layers first (via the LoRA model's
+``_check_merge_allowed``), so a refused merge leaves the model untouched.
+
+```python
+from hf_compress import PruningCallback, PruningConfig, merge_and_unload
+
+trainer = Trainer(model=peft_model, args=args, train_dataset=train_dataset,
+                  callbacks=[PruningCallback(PruningConfig(target_sparsity=0.5))])
+trainer.train()              # the LoRA update is masked in every forward
+merged = merge_and_unload(peft_model)  # (W + BA) * M, a plain transformers model
+```
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hf_compress.peft_support.lora_math import effective_weight, lora_delta, masked
+from hf_compress.peft_support.modules import adapter_layers, check_peft_type, is_peft_model
+from hf_compress.targets import is_conv1d, weight_out_in
+
+logger = logging.getLogger(__name__)
+
+STATE_ATTRIBUTE = "hf_compress_lora"
+PRUNING_PEFT_TYPES = ("LORA", "IA3")  # (IA)3 scales activations: its merge W * l keeps every zero by itself
+QAT_PEFT_TYPES = ("LORA",)
+SAFE_MERGE_HINT = (
+    "use hf_compress.merge_and_unload(model), which merges (W + B @ A) * M and returns a plain transformers model"
+)
+
+
+@dataclass
+class LoraCompressionState:
+    """What hf_compress applies to one LoRA layer.
+
+    Args:
+        name (`str`): the base layer's module name (the key of the pruning masks).
+        mask_of (`Callable[[str], torch.Tensor | None]`, *optional*): returns the current ``[out, in]`` keep mask.
+        fold (`bool`): route the effective weight through the base layer (QAT).
+        folded (`bool`): the update was folded into the (quantized) base weight at QAT's train end.
+    """
+
+    name: str
+    mask_of: Callable[[str], torch.Tensor | None] | None = None
+    fold: bool = False
+    folded: bool = False
+
+    def mask(self) -> torch.Tensor | None:
+        return None if self.mask_of is None else self.mask_of(self.name)
+
+
+def compression_state(layer: nn.Module) -> LoraCompressionState | None:
+    return getattr(layer, STATE_ATTRIBUTE, None)
+
+
+def active_lora_adapters(layer: nn.Module) -> list[str]:
+    return [name for name in layer.active_adapters if name in layer.lora_A.keys()]
+
+
+def _check_lora_layer(name: str, layer: nn.Module, technique: str) -> None:
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    if not isinstance(layer, LoraLinear):
+        raise ValueError(
+            f"{technique}: the LoRA layer over {name} is a {type(layer).__module__}.{type(layer).__qualname__}; "
+            "hf_compress handles peft's lora.Linear over torch.nn.Linear / transformers Conv1D only (exclude it)"
+        )
+    for adapter in layer.lora_A.keys():
+        variant = layer.lora_variant.get(adapter)
+        if variant is not None:
+            raise ValueError(
+                f"{technique} does not support the LoRA variant {type(variant).__name__} (adapter {adapter!r}, e.g. "
+                "use_dora=True) on PEFT type LORA; supported: plain LoRA"
+            )
+        if layer.lora_bias.get(adapter):
+            raise ValueError(
+                f"{technique} does not support lora_bias=True (adapter {adapter!r}); supported: plain LoRA"
+            )
+
+
+def _install(layer: nn.Module, name: str) -> LoraCompressionState:
+    state = compression_state(layer)
+    if state is None:
+        state = LoraCompressionState(name)
+        setattr(layer, STATE_ATTRIBUTE, state)
+        layer.forward = types.MethodType(_compressed_forward, layer)
+        layer.merge = types.MethodType(_guarded_merge, layer)
+        layer.unmerge = types.MethodType(_guarded_unmerge, layer)
+    return state
+
+
+def remove_compression_state(layer: nn.Module) -> None:
+    """Give ``layer`` back its class's ``forward`` / ``merge`` / ``unmerge`` and drop its hf_compress state."""
+    for attribute in ("forward", "merge", "unmerge", STATE_ATTRIBUTE):
+        layer.__dict__.pop(attribute, None)
+
+
+def attach_pruning(
+    model: nn.Module,
+    modules: dict[str, nn.Module],
+    mask_of: Callable[[str], torch.Tensor | None],
+    *,
+    needs_weight_gradients: bool = False,
+) -> None:
+    """Called by :class:`~hf_compress.PruningCallback` at train begin (no-op unless ``model`` is a PeftModel): every
+    LoRA layer over a pruned base layer masks its update with ``mask_of(base_name)``.
+
+    Raises:
+        ValueError: an unsupported PEFT type or LoRA variant (named), or a gradient-based criterion on frozen base
+            weights.
+    """
+    if not is_peft_model(model):
+        return
+    check_peft_type(model, "PruningCallback", PRUNING_PEFT_TYPES)
+    frozen = [name for name, module in modules.items() if not module.weight.requires_grad]
+    if needs_weight_gradients and frozen:
+        raise ValueError(
+            f"criterion: the chosen criterion reads weight gradients, but PEFT froze the base weights (e.g. {frozen[0]}); "
+            "allowed with a PeftModel: a criterion that does not need gradients, e.g. 'magnitude' or 'random'"
+        )
+    layers = _lora_layers(model, modules, "PruningCallback")
+    for name, layer in layers.items():
+        _install(layer, name).mask_of = mask_of
+    if layers:
+        _guard_model_merge(model)
+
+
+def attach_qat(model: nn.Module, modules: dict[str, nn.Module]) -> None:
+    """Called by :class:`~hf_compress.QATCallback` at train begin (no-op unless ``model`` is a PeftModel): every LoRA
+    layer over a quantized base layer computes with the effective weight ``W + scaling * B @ A`` through its base
+    layer, whose QAT hooks fake-quantize it.
+
+    Raises:
+        ValueError: an unsupported PEFT type or LoRA variant (named).
+    """
+    if not is_peft_model(model):
+        return
+    check_peft_type(model, "QATCallback", QAT_PEFT_TYPES)
+    layers = _lora_layers(model, modules, "QATCallback")
+    dropped = []
+    for name, layer in layers.items():
+        state = _install(layer, name)
+        state.fold, state.folded = True, False
+        if any(not isinstance(layer.lora_dropout[a], nn.Identity) for a in layer.lora_dropout.keys()):
+            dropped.append(name)
+    if dropped:
+        logger.warning(
+            "hf_compress QAT: LoRA dropout is not applied under QAT (the effective weight W + BA is quantized as a "
+            "whole), e.g. on %s",
+            dropped[0],
+        )
+    if layers:
+        _guard_model_merge(model)
+
+
+@torch.no_grad()
+def fold_lora_updates_(model: nn.Module, modules: dict[str, nn.Module]) -> None:
+    """Write ``(W + scaling * B @ A) * M`` into the base weight of every QAT-folded LoRA layer over ``modules`` and
+    mark its adapters merged (peft's merged state), so QAT bakes the weight that was trained. Called by
+    :class:`~hf_compress.QATCallback` before it bakes."""
+    if not is_peft_model(model):
+        return
+    for layer in adapter_layers(model, list(modules)).values():
+        state = compression_state(layer)
+        if state is None or not state.fold or layer.merged:
+            continue
+        merge_into_base_(layer, state.mask())
+        state.folded = True
+
+
+@torch.no_grad()
+def merge_into_base_(layer: nn.Module, mask: torch.Tensor | None) -> None:
+    """``base.weight = (W + sum of active updates) * M`` in place; the adapters are then marked merged."""
+    adapters = active_lora_adapters(layer)
+    base = layer.get_base_layer()
+    weight = weight_out_in(base.weight.data, base)
+    deltas = [_delta(layer, adapter) for adapter in adapters]
+    weight.copy_(effective_weight(weight, deltas, mask))
+    layer.merged_adapters.extend(a for a in adapters if a not in layer.merged_adapters)
+
+
+def _delta(layer: nn.Module, adapter: str) -> torch.Tensor:
+    return lora_delta(layer.lora_A[adapter].weight, layer.lora_B[adapter].weight, layer.scaling[adapter])
+
+
+def _lora_layers(model: nn.Module, modules: dict[str, nn.Module], technique: str) -> dict[str, nn.Module]:
+    from peft.tuners.lora.layer import LoraLayer
+
+    layers = {
+        name: layer for name, layer in adapter_layers(model, list(modules)).items() if isinstance(layer, LoraLayer)
+    }
+    for name, layer in layers.items():
+        _check_lora_layer(name, layer, technique)
+    return layers
+
+
+# ---------------------------------------------------------------------- instance methods of compressed LoRA layers
+def _compressed_forward(self: nn.Module, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    state = compression_state(self)
+    class_forward = type(self).forward
+    adapters = active_lora_adapters(self)
+    if self.disable_adapters or self.merged or not adapters:
+        return class_forward(self, x, *args, **kwargs)
+    if kwargs.get("adapter_names") is not None:
+        raise ValueError(
+            f"{state.name}: mixed-adapter batches (adapter_names=...) are not supported while hf_compress prunes or "
+            "quantizes this LoRA layer"
+        )
+    mask = state.mask()
+    base = self.get_base_layer()
+    # One matmul with the effective weight when no dropout acts on the LoRA input (QAT always takes this path).
+    no_dropout = not self.training or all(isinstance(self.lora_dropout[a], nn.Identity) for a in adapters)
+    if state.fold or no_dropout:
+        weight = base._parameters["weight"]
+        combined = effective_weight(weight_out_in(weight, base), [_delta(self, a) for a in adapters], mask)
+        # A plain tensor in place of the Parameter for this forward only (QAT's hooks quantize what they find here).
+        base._parameters["weight"] = combined.t() if is_conv1d(base) else combined
+        try:
+            return base(x, *args, **kwargs)
+        finally:
+            base._parameters["weight"] = weight
+    result = base(x, *args, **kwargs)
+    result_dtype = result.dtype
+    for adapter in adapters:
+        lora_input = self._cast_input_dtype(x, self.lora_A[adapter].weight.dtype)
+        update = masked(_delta(self, adapter), mask)
+        result = result + F.linear(self.lora_dropout[adapter](lora_input), update)
+    return result.to(result_dtype)
+
+
+def _has_unmerged_mask(layer: nn.Module) -> bool:
+    state = compression_state(layer)
+    return state is not None and not layer.merged and state.mask() is not None
+
+
+def _guarded_merge(self: nn.Module, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+    if _has_unmerged_mask(self):
+        raise ValueError(
+            f"hf_compress pruned the base layer {compression_state(self).name}: peft's merge would add the unmasked "
+            f"LoRA update B @ A and lose the sparsity; {SAFE_MERGE_HINT}"
+        )
+    return type(self).merge(self, safe_merge=safe_merge, adapter_names=adapter_names)
+
+
+def _guarded_unmerge(self: nn.Module) -> None:
+    state = compression_state(self)
+    if state is not None and state.folded:
+        raise ValueError(
+            f"{state.name}: QAT folded this LoRA update into the quantized base weight at train end, so it cannot be "
+            "unmerged (nor the adapter disabled); the merged weight is the one that was trained. Use "
+            "hf_compress.merge_and_unload(model) to get the plain quantized model"
+        )
+    return type(self).unmerge(self)
+
+
+def _guard_model_merge(model: nn.Module) -> None:
+    """Make ``PeftModel.merge_and_unload()`` / ``merge_adapter()`` refuse before touching any layer."""
+    tuner = model.base_model
+    if "_check_merge_allowed" in tuner.__dict__ or not hasattr(tuner, "_check_merge_allowed"):
+        return
+    original = tuner._check_merge_allowed
+
+    def check_merge_allowed() -> None:
+        pruned = [compression_state(m).name for m in tuner.modules() if _has_unmerged_mask(m)]
+        if pruned:
+            raise ValueError(
+                f"hf_compress pruned {len(pruned)} base layers under LoRA adapters (e.g. {pruned[0]}): peft's merge "
+                f"would add the unmasked update B @ A and lose the sparsity; {SAFE_MERGE_HINT}"
+            )
+        original()
+
+    tuner._check_merge_allowed = check_merge_allowed
