@@ -27,7 +27,7 @@ def main(out: str) -> None:
     trainer = Trainer(
         model=model, args=training_args(os.path.join(out, "run"), max_steps=4), train_dataset=LMDataset(n=32)
     )
-    trainer.add_callback(QATCallback(QATConfig(bits=8)))
+    trainer.add_callback(QATCallback(QATConfig(weight_bits=8)))
     trainer.train()
     result = export(trainer.model, os.path.join(out, "export"), format="compressed-tensors")
     with open(os.path.join(out, f"result-{rank()}.json"), "w") as handle:
