@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 import torch
@@ -40,16 +41,41 @@ def load_state(folder: str, name: str) -> tuple[dict[str, torch.Tensor], dict[st
     return tensors, meta
 
 
+def _trainer_resume_argument() -> str | None:
+    """The ``resume_from_checkpoint`` folder of the ``Trainer.train`` call that is running, read from its frame.
+
+    Callbacks are not told where a run resumed from; ``Trainer._inner_training_loop`` holds it as a local.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_inner_training_loop":
+            value = frame.f_locals.get("resume_from_checkpoint")
+            return value if isinstance(value, str) else None
+        frame = frame.f_back
+    return None
+
+
 def resume_folder(args, state) -> str | None:
     """The checkpoint folder a resumed run started from, seen from ``on_train_begin``; None for a fresh run.
 
     When ``on_train_begin`` runs the Trainer has already loaded ``trainer_state.json``, so ``state.global_step`` is
-    the resumed step. ``args.resume_from_checkpoint`` (if a folder) wins; else ``<output_dir>/checkpoint-<step>``.
+    the resumed step. The folder is the one given to ``trainer.train(resume_from_checkpoint=...)`` (or
+    ``args.resume_from_checkpoint``), else ``<output_dir>/checkpoint-<step>``.
+
+    Raises:
+        ValueError: the run resumed (``global_step > 0``) but no checkpoint folder can be found, so the callbacks'
+            state (masks, scores, scales) would be lost.
     """
     if state.global_step == 0:
         return None
-    resume = getattr(args, "resume_from_checkpoint", None)
-    if isinstance(resume, str) and os.path.isdir(resume):
-        return resume
+    for candidate in (_trainer_resume_argument(), getattr(args, "resume_from_checkpoint", None)):
+        if isinstance(candidate, str) and os.path.isdir(candidate):
+            return candidate
     folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-    return folder if os.path.isdir(folder) else None
+    if os.path.isdir(folder):
+        return folder
+    raise ValueError(
+        f"training resumed at step {state.global_step} but its checkpoint folder was not found (looked for the "
+        f"resume_from_checkpoint argument and {folder}); pass the folder as trainer.train(resume_from_checkpoint=PATH) "
+        "so hf_compress can restore its state"
+    )
