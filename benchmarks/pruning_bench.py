@@ -491,10 +491,9 @@ def global_markdown(result: dict) -> str:
         "",
         "The threshold search scores one module at a time (its float32 scores and a boolean comparison, so a few "
         "bytes times the largest module's weights) and is exact: a bisection over the float32 bit patterns, at most "
-        "33 counting passes. The whole update also holds the pruned-unit vectors that `scope.select_global` returns "
-        "for every module at once (1 byte per pruned weight, a quarter of the float32 weight bytes) before they "
-        "become masks; turning them into masks module by module in a second streaming pass would bring the whole "
-        "update down to about the search's figure.",
+        "33 counting passes. The whole update adds little to it: `scope.select_global` is a generator that first "
+        "counts per module, then yields each module's pruned-unit vector in turn, and the callback turns it into "
+        "that module's mask before the next one is scored.",
         "",
         stamp(),
     ]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -60,25 +60,32 @@ def global_threshold(unit_score_fns: Sequence[UnitScoreFn], count: int) -> float
     return _value(low)
 
 
-def select_global(unit_score_fns: Sequence[UnitScoreFn], count: int) -> list[torch.Tensor]:
-    """For each module, a bool vector of the units to prune so that ``count`` weights are pruned in all.
+def select_global(unit_score_fns: Sequence[UnitScoreFn], count: int) -> Iterator[torch.Tensor]:
+    """For each module in turn, a bool vector of the units to prune so that ``count`` weights are pruned in all.
 
-    Units scoring ``-inf`` (already pruned) are always pruned; ``+inf`` (not prunable) never.
+    A generator: apply each vector before asking for the next, and at most one module's scores and pruned vector
+    are alive at once (the first pass keeps only counts). Units scoring ``-inf`` (already pruned) are always pruned;
+    ``+inf`` (not prunable) never. Ties at the threshold are taken in module order until ``count`` is reached.
     """
     threshold = global_threshold(unit_score_fns, count) if count > 0 else -math.inf
-    pruned_list, pruned_total, ties, sizes = [], 0, [], []
+    below, tied, sizes = [], [], []
     for fn in unit_score_fns:
         scores, unit_size = fn()
-        sizes.append(unit_size)
         pruned = (scores < threshold) | (scores == -math.inf)
-        pruned_total += int(pruned.sum()) * unit_size
-        pruned_list.append(pruned)
-        ties.append(((scores == threshold) & ~pruned & (scores != math.inf)).nonzero().flatten())
-    for index, unit_size in enumerate(sizes):
-        if pruned_total >= count:
-            break
-        needed = math.ceil((count - pruned_total) / unit_size)
-        chosen = ties[index][:needed]
-        pruned_list[index][chosen] = True
-        pruned_total += chosen.numel() * unit_size
-    return pruned_list
+        below.append(int(pruned.sum()))
+        tied.append(int(((scores == threshold) & ~pruned & (scores != math.inf)).sum()))
+        sizes.append(unit_size)
+        del scores, pruned
+    pruned_total = sum(n * size for n, size in zip(below, sizes))
+    take_ties = []
+    for ties, unit_size in zip(tied, sizes):
+        needed = 0 if pruned_total >= count else min(ties, math.ceil((count - pruned_total) / unit_size))
+        take_ties.append(needed)
+        pruned_total += needed * unit_size
+    for fn, needed in zip(unit_score_fns, take_ties):
+        scores, _ = fn()
+        pruned = (scores < threshold) | (scores == -math.inf)
+        if needed:
+            ties = ((scores == threshold) & ~pruned & (scores != math.inf)).nonzero().flatten()
+            pruned[ties[:needed]] = True
+        yield pruned

@@ -139,5 +139,5 @@ def test_global_units_with_sizes_and_forced_ones():
     rows, size = unit_scores(scores(4, 8), "row")
     assert size == 8 and rows.shape == (4,)
     forced = torch.tensor([float("-inf"), 1.0, 2.0])
-    pruned = select_global([lambda: (forced, 8)], 0)
+    pruned = list(select_global([lambda: (forced, 8)], 0))
     assert pruned[0].tolist() == [True, False, False]
