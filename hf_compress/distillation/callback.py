@@ -1,0 +1,604 @@
+"""`DistillationCallback`: knowledge distillation inside an unmodified Trainer script.
+
+A TrainerCallback cannot change the loss, and ``compute_loss_func`` never sees the inputs, so the callback hooks the
+(unwrapped) student instead: in training mode, a forward hook runs the teacher on the same inputs under ``no_grad``
+and replaces ``outputs.loss`` with ``alpha * distillation_loss + (1 - alpha) * task_loss``. The Trainer (or a
+subclass such as TRL's ``SFTTrainer``) then backpropagates that loss as if the model had computed it. Hooks are
+removed at train end, so the model the user gets back behaves like a normal model.
+
+Example:
+
+```python
+from transformers import Trainer
+from hf_compress import DistillationCallback, DistillationConfig
+
+trainer = Trainer(model=student, args=args, train_dataset=train_dataset)
+trainer.add_callback(DistillationCallback(teacher, DistillationConfig(loss="kl", temperature=2.0, alpha=0.5)))
+trainer.train()  # log_history gets distill_loss, task_loss, distill_weight, task_weight
+```
+
+Normalisation: the distillation sum over counted positions is divided by what the task loss is divided by: the
+``num_items_in_batch`` the Trainer passes to the model (the token count of the whole accumulated batch, so gradient
+accumulation is exact), else the number of counted positions in the micro-batch (a micro-batch mean, which the
+Trainer then divides by the accumulation steps, like the task loss).
+
+Where the Trainer computes the task loss itself (``label_smoothing_factor > 0`` or ``compute_loss_func``), the model's
+``outputs.loss`` is never used, so the callback raises a ValueError: at train start for label smoothing, before the
+first optimizer step for ``compute_loss_func`` (it checks that the loss it produced reached ``backward()``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import TrainerCallback
+
+from hf_compress.checkpoint_state import checkpoint_dir, load_state, resume_folder, save_state
+from hf_compress.distillation.config import DistillationConfig
+from hf_compress.distillation.positions import counted_positions, select
+from hf_compress.distillation.projections import LayerProjections, OptimizerSeat, inner_optimizer
+from hf_compress.distributed import all_reduce_mean_, unwrap_model, world_size
+from hf_compress.registry import get_registry
+
+logger = logging.getLogger(__name__)
+
+STATE_NAME = "distillation_projections"
+LOGGED_WEIGHTS = ("distill_weight", "task_weight")
+# Inputs that only concern the student's loss or its output format; the teacher gets the rest.
+STUDENT_ONLY_INPUTS = frozenset(
+    {
+        "labels",
+        "shift_labels",
+        "num_items_in_batch",
+        "fused_lm_head",
+        "output_hidden_states",
+        "output_attentions",
+        "output_router_logits",
+        "return_dict",
+        "use_cache",
+        "cache",
+        "past_key_values",
+        "logits_to_keep",
+    }
+)
+
+
+def load_teacher(teacher: nn.Module | str | os.PathLike, dtype: torch.dtype | None = None) -> nn.Module:
+    """The teacher module: a model as given, or loaded with ``from_pretrained`` from a path or hub name.
+
+    A path is loaded with the class its config names in ``architectures`` (falling back to
+    ``AutoModelForCausalLM``), directly in ``dtype`` when one is given.
+    """
+    if isinstance(teacher, nn.Module):
+        return teacher
+    if not isinstance(teacher, (str, os.PathLike)):
+        raise ValueError(f"teacher must be a PreTrainedModel or a path to one; got {type(teacher).__name__}")
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(teacher)
+    architectures = getattr(config, "architectures", None) or []
+    model_class = getattr(transformers, architectures[0], None) if architectures else None
+    if model_class is None:
+        model_class = transformers.AutoModelForCausalLM
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    return model_class.from_pretrained(teacher, **kwargs)
+
+
+@dataclass
+class ModelFacts:
+    """What a probe forward reveals: logit width and per-index hidden-state widths (None when not returned)."""
+
+    output_width: int | None
+    hidden_widths: list[int] | None
+
+
+def probe_model(model: nn.Module, device: torch.device) -> ModelFacts:
+    """Run a 2-token forward in eval mode under ``no_grad`` asking for hidden states; restore the mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            input_ids = torch.zeros(1, 2, dtype=torch.long, device=device)
+            outputs = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), output_hidden_states=True)
+    finally:
+        model.train(was_training)
+    logits = _field(outputs, "logits")
+    hidden = _field(outputs, "hidden_states")
+    return ModelFacts(
+        output_width=None if logits is None else int(logits.shape[-1]),
+        hidden_widths=None if not hidden else [int(state.shape[-1]) for state in hidden],
+    )
+
+
+def is_causal_lm(model: nn.Module) -> bool:
+    """Whether the Trainer's task loss for ``model`` shifts labels (decoder-only causal LM heads)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    inner = _transformers_model(model)
+    if getattr(getattr(inner, "config", None), "is_encoder_decoder", False):
+        return False
+    causal_names = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    return type(inner).__name__ in causal_names or getattr(inner, "loss_type", None) == "ForCausalLM"
+
+
+def _transformers_model(model: nn.Module) -> nn.Module:
+    """The transformers model under a PEFT wrapper (or the model itself)."""
+    getter = getattr(model, "get_base_model", None)
+    return getter() if callable(getter) else model
+
+
+def _field(outputs: Any, name: str) -> Any:
+    if isinstance(outputs, dict):
+        return outputs.get(name)
+    return getattr(outputs, name, None)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+class DistillationCallback(TrainerCallback):
+    """Trains the Trainer's model (the student) towards a teacher's outputs.
+
+    Args:
+        teacher (`PreTrainedModel` or `str`): the teacher, or a path / hub name loaded with ``from_pretrained``.
+            At train start it is put in eval mode, frozen (``requires_grad=False``), cast to
+            ``config.teacher_dtype`` if set, and moved once to the student's device. It is never wrapped by DDP.
+        config (`DistillationConfig`, *optional*): losses and weights; defaults to ``DistillationConfig()``.
+
+    Logs (into ``log_history`` and the reporters): ``distill_loss`` (logit loss plus weighted hidden loss),
+    ``task_loss``, ``distill_weight`` (alpha), ``task_weight`` (1 - alpha) and, with ``layer_map``, ``hidden_loss``
+    and ``hidden_weight``.
+
+    Raises:
+        ValueError: at train start (before the first step) for different teacher / student vocabularies, a
+            ``layer_map`` index out of range, a hidden-state loss on a model that returns no hidden states, or
+            label smoothing; at the first step when no labels reach the model while ``alpha < 1`` or when the
+            Trainer ignores ``outputs.loss`` (``compute_loss_func``).
+    """
+
+    def __init__(self, teacher: nn.Module | str | os.PathLike, config: DistillationConfig | None = None) -> None:
+        if config is None:
+            config = DistillationConfig()
+        if not isinstance(config, DistillationConfig):
+            raise ValueError(f"config must be a DistillationConfig; got {type(config).__name__}")
+        self.config = config
+        self.teacher = load_teacher(teacher, config.torch_teacher_dtype)
+        self.loss_fn = get_registry().get("distillation_loss", config.loss)
+        self.hidden_loss_fn = get_registry().get("distillation_loss", config.hidden_loss)
+        self.projections: LayerProjections | None = None
+        self._seat: OptimizerSeat | None = None
+        self._student: nn.Module | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._hooks: list[Any] = []
+        self._causal = False
+        self._teacher_accepts: set[str] | None = None
+        self._capture_backbone = False
+        self._backbone_output: Any = None
+        self._losses_awaiting_backward = 0
+        self._micro_totals: torch.Tensor | None = None  # distill, hidden, task of this optimizer step's micro-batches
+        self._micro_batches = 0
+        self._micro_global = False
+        self._log_totals: torch.Tensor | None = None
+        self._log_steps = 0
+        self._saw_task_loss = False
+
+    # ------------------------------------------------------------------ Trainer events
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if getattr(args, "label_smoothing_factor", 0.0):
+            raise ValueError(
+                "DistillationCallback does not support label_smoothing_factor > 0: the Trainer then computes the task "
+                "loss from the logits itself and ignores the combined loss the callback puts in outputs.loss. "
+                "Set label_smoothing_factor=0."
+            )
+        if model is None:
+            raise ValueError("DistillationCallback needs the Trainer's model at train start")
+        student = unwrap_model(model)
+        self._student = student
+        device = _device_of(student)
+        self._prepare_teacher(device)
+        self._causal = is_causal_lm(student) if self.config.causal_shift is None else self.config.causal_shift
+        self._check_models(student, device)
+        if self.projections is not None:
+            if optimizer is None:
+                raise ValueError(
+                    "DistillationCallback needs the Trainer's optimizer at train start to train projections"
+                )
+            self._attach_projections(args, state, optimizer, device)
+        self._register_hooks(student)
+        self._run_before_reporters()
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        if self._losses_awaiting_backward > 0:
+            self._remove_hooks()
+            raise ValueError(
+                "DistillationCallback: the combined loss it put in the model's outputs never reached backward(), so "
+                "the Trainer computed the training loss elsewhere (e.g. a compute_loss_func, or a Trainer subclass "
+                "that ignores outputs.loss). Distillation would silently do nothing; remove compute_loss_func or "
+                "let compute_loss use the model's outputs.loss."
+            )
+        if self._seat is not None and self._optimizer is not None:
+            params = [p for p in self.projections.parameters() if p.grad is not None]
+            for param in params:
+                all_reduce_mean_(param.grad)  # the projections live outside DDP
+            if params and args.max_grad_norm and args.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+            self._seat.join(self._optimizer)
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        if self._seat is not None and self._optimizer is not None:
+            self._seat.leave(self._optimizer)
+            for param in self.projections.parameters():
+                param.grad = None  # the Trainer only zeroes the model's gradients
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._micro_totals is None or self._micro_batches == 0:
+            return
+        if self._micro_global:
+            # normalised by the whole accumulated batch; the Trainer scales by the process count the same way
+            scale = world_size() if getattr(args, "average_tokens_across_devices", False) else 1
+            step_values = self._micro_totals * scale
+        else:
+            step_values = self._micro_totals / self._micro_batches
+        self._log_totals = step_values if self._log_totals is None else self._log_totals + step_values
+        self._log_steps += 1
+        self._micro_totals, self._micro_batches, self._micro_global = None, 0, False
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or "loss" not in logs or self._log_steps == 0 or self._log_totals is None:
+            return
+        averaged = all_reduce_mean_(self._log_totals.detach().float().clone()) / self._log_steps
+        distill, hidden, task = (float(value) for value in averaged.tolist())
+        values = {"distill_loss": distill}
+        if self._saw_task_loss:  # pure distillation on unlabelled data has none
+            values["task_loss"] = task
+        values.update({"distill_weight": self.config.alpha, "task_weight": 1.0 - self.config.alpha})
+        if self.config.layer_map:
+            values["hidden_loss"] = hidden
+            values["hidden_weight"] = self.config.hidden_weight
+        logs.update(values)
+        # the Trainer appended a copy of `logs` to log_history just before on_log
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            if state.log_history[-1].get("loss") == logs.get("loss"):
+                state.log_history[-1].update(values)
+        self._log_totals, self._log_steps, self._saw_task_loss = None, 0, False
+
+    def on_save(self, args, state, control, **kwargs):
+        if self._seat is None:
+            return
+        state_tensors, state_values = self._seat.state_tensors()
+        tensors = {f"param::{name}": param for name, param in self._seat.named_params.items()}
+        tensors.update({f"optimizer::{key}": value for key, value in state_tensors.items()})
+        meta = {
+            "layer_map": {str(k): v for k, v in (self.config.layer_map or {}).items()},
+            "optimizer_values": state_values,
+        }
+        save_state(checkpoint_dir(args, state), STATE_NAME, tensors, meta)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._remove_hooks()
+
+    # ------------------------------------------------------------------ setup
+    def _prepare_teacher(self, device: torch.device) -> None:
+        teacher = self.teacher
+        if self.config.torch_teacher_dtype is not None:
+            teacher.to(dtype=self.config.torch_teacher_dtype)
+        if _device_of(teacher) != device:
+            teacher.to(device)
+        teacher.eval()
+        teacher.requires_grad_(False)
+        forward_params = inspect.signature(teacher.forward).parameters
+        takes_any = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in forward_params.values())
+        self._teacher_accepts = None if takes_any else set(forward_params)
+
+    def _check_models(self, student: nn.Module, device: torch.device) -> None:
+        student_facts = probe_model(student, device)
+        teacher_facts = probe_model(self.teacher, device)
+        student_name, teacher_name = type(student).__name__, type(self.teacher).__name__
+        if student_facts.output_width is None or teacher_facts.output_width is None:
+            missing = student_name if student_facts.output_width is None else teacher_name
+            raise ValueError(f"DistillationCallback: {missing} returns no `logits`; distillation needs them")
+        if student_facts.output_width != teacher_facts.output_width:
+            raise ValueError(
+                f"teacher and student vocabularies differ: the student ({student_name}) outputs "
+                f"{student_facts.output_width} logits per position, the teacher ({teacher_name}) "
+                f"{teacher_facts.output_width}. Distill between models that share a tokenizer and vocabulary."
+            )
+        layer_map = self.config.layer_map
+        if not layer_map:
+            return
+        for role, name, facts in (("student", student_name, student_facts), ("teacher", teacher_name, teacher_facts)):
+            if facts.hidden_widths is None:
+                raise ValueError(
+                    f"hidden_loss={self.config.hidden_loss!r} with layer_map needs hidden states, but the {role} "
+                    f"({name}) returns none when called with output_hidden_states=True. Remove layer_map."
+                )
+        widths = {}
+        for student_layer, teacher_layer in layer_map.items():
+            for role, name, index, facts in (
+                ("student", student_name, student_layer, student_facts),
+                ("teacher", teacher_name, teacher_layer, teacher_facts),
+            ):
+                count = len(facts.hidden_widths)
+                if index >= count:
+                    raise ValueError(
+                        f"layer_map: {role} layer {index} is out of range; the {role} ({name}) returns {count} "
+                        f"hidden states, indices 0..{count - 1} (0 = embedding output, i = output of block i)"
+                    )
+            widths[student_layer] = (
+                student_facts.hidden_widths[student_layer],
+                teacher_facts.hidden_widths[teacher_layer],
+            )
+        if self.projections is None:
+            self.projections = LayerProjections(widths, seed=0).to(device)
+        self.projections.requires_grad_(True)
+
+    def _attach_projections(self, args, state, optimizer, device: torch.device) -> None:
+        named = dict(self.projections.named_parameters())
+        if not named:
+            return
+        if getattr(optimizer, "scaler", None) is not None:
+            raise ValueError(
+                "DistillationCallback: learned layer projections (layer_map between layers of different widths) are "
+                "not supported with fp16 gradient scaling; use bf16=True or matching widths"
+            )
+        self._optimizer = inner_optimizer(optimizer)
+        if self._seat is None:
+            self._seat = OptimizerSeat(named)
+        folder = resume_folder(args, state)
+        saved = load_state(folder, STATE_NAME) if folder else None
+        if saved is None:
+            if folder is not None:
+                logger.warning("DistillationCallback: %s holds no projection state; projections start fresh", folder)
+            return
+        tensors, meta = saved
+        with torch.no_grad():
+            for name, param in named.items():
+                param.copy_(tensors[f"param::{name}"].to(device=param.device, dtype=param.dtype))
+        state_tensors = {
+            key.removeprefix("optimizer::"): value for key, value in tensors.items() if key.startswith("optimizer::")
+        }
+        self._seat.load_state_tensors(state_tensors, meta.get("optimizer_values", {}))
+
+    def _register_hooks(self, student: nn.Module) -> None:
+        self._remove_hooks()
+        self._hooks.append(student.register_forward_pre_hook(self._before_forward, with_kwargs=True))
+        self._hooks.append(student.register_forward_hook(self._after_forward, with_kwargs=True))
+        backbone = getattr(_transformers_model(student), "base_model", None)
+        if isinstance(backbone, nn.Module) and backbone is not student:
+            self._hooks.append(backbone.register_forward_hook(self._capture_backbone_output))
+
+    def _remove_hooks(self) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+        self._capture_backbone, self._backbone_output = False, None
+
+    def _run_before_reporters(self) -> None:
+        """Move this callback right after DefaultFlowCallback, so its log keys reach the reporters and printers.
+
+        The Trainer puts the reporting callbacks before user callbacks and calls ``on_log`` in list order; this
+        callback is called from ``CallbackHandler.call_event``, whose frame holds the handler.
+        """
+        from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback
+
+        frame = inspect.currentframe()
+        handler = None
+        for _ in range(4):
+            frame = frame.f_back if frame is not None else None
+            candidate = frame.f_locals.get("self") if frame is not None else None
+            if isinstance(candidate, CallbackHandler):
+                handler = candidate
+                break
+        del frame
+        if handler is None or self not in handler.callbacks:
+            return
+        callbacks = handler.callbacks
+        flow_positions = [i for i, callback in enumerate(callbacks) if isinstance(callback, DefaultFlowCallback)]
+        target = flow_positions[0] + 1 if flow_positions else 0
+        current = callbacks.index(self)
+        if current > target:
+            callbacks.insert(target, callbacks.pop(current))
+
+    # ------------------------------------------------------------------ forward hooks
+    def _distilling(self, module: nn.Module) -> bool:
+        return module.training and torch.is_grad_enabled() and self.config.alpha > 0
+
+    def _before_forward(self, module, args, kwargs):
+        if not self._distilling(module):
+            return None
+        self._capture_backbone = bool(kwargs.get("fused_lm_head"))
+        self._backbone_output = None
+        if self.config.layer_map and not kwargs.get("output_hidden_states"):
+            return args, {**kwargs, "output_hidden_states": True}
+        return None
+
+    def _capture_backbone_output(self, module, args, output):
+        if self._capture_backbone:
+            self._backbone_output = output
+
+    def _after_forward(self, module, args, kwargs, outputs):
+        if not self._distilling(module):
+            return None
+        backbone_output, self._backbone_output, self._capture_backbone = self._backbone_output, None, False
+        if not isinstance(outputs, dict):
+            self._fail(
+                f"DistillationCallback needs the student to return a ModelOutput; got {type(outputs).__name__} "
+                "(is return_dict=False set?)"
+            )
+        labels, shift_labels = kwargs.get("labels"), kwargs.get("shift_labels")
+        if labels is None and shift_labels is None and self.config.alpha < 1:
+            self._fail(
+                f"DistillationCallback: no labels reached the student's forward, so there is no task loss to mix with "
+                f"alpha={self.config.alpha}. Either the dataset has no labels (use alpha=1.0 for pure distillation) or "
+                "the Trainer computes the loss itself (compute_loss_func / label smoothing), which is not supported."
+            )
+        teacher_outputs = self._run_teacher(args, kwargs)
+        if kwargs.get("fused_lm_head"):
+            return self._distill_fused(module, kwargs, outputs, teacher_outputs, backbone_output)
+        return self._distill(kwargs, outputs, teacher_outputs)
+
+    def _run_teacher(self, args, kwargs) -> Any:
+        teacher_kwargs = {key: value for key, value in kwargs.items() if key not in STUDENT_ONLY_INPUTS}
+        if self._teacher_accepts is not None:
+            teacher_kwargs = {key: value for key, value in teacher_kwargs.items() if key in self._teacher_accepts}
+        if self._teacher_accepts is None or "use_cache" in self._teacher_accepts:
+            teacher_kwargs["use_cache"] = False
+        if self.config.layer_map:
+            teacher_kwargs["output_hidden_states"] = True
+        with torch.no_grad():
+            outputs = self.teacher(*args, **teacher_kwargs)
+        if _field(outputs, "logits") is None:
+            self._fail(f"DistillationCallback: the teacher ({type(self.teacher).__name__}) returned no logits")
+        return outputs
+
+    def _distill(self, kwargs, outputs, teacher_outputs):
+        student_logits = outputs["logits"]
+        teacher_logits = _field(teacher_outputs, "logits")
+        if teacher_logits.shape != student_logits.shape:
+            self._fail(
+                f"DistillationCallback: teacher logits {tuple(teacher_logits.shape)} and student logits "
+                f"{tuple(student_logits.shape)} differ in shape on the same inputs"
+            )
+        mask, shifted = counted_positions(
+            student_logits.shape[:-1],
+            labels=kwargs.get("labels"),
+            attention_mask=kwargs.get("attention_mask"),
+            shift_labels=kwargs.get("shift_labels"),
+            causal=self._causal,
+            device=student_logits.device,
+        )
+        num_items = kwargs.get("num_items_in_batch")
+        normalizer = num_items if num_items is not None else mask.sum().clamp(min=1)
+        logit_loss = self._logit_loss(
+            select(student_logits, mask, shifted), select(teacher_logits, mask, shifted), normalizer
+        )
+        hidden_loss = self._hidden_loss(
+            kwargs,
+            _field(outputs, "hidden_states"),
+            teacher_outputs,
+            mask,
+            shifted,
+            normalizer,
+            student_logits.shape[:-1],
+        )
+        distill_loss = logit_loss + self.config.hidden_weight * hidden_loss
+        task_loss = outputs.get("loss")
+        alpha = self.config.alpha
+        if task_loss is None and alpha < 1:
+            self._fail(f"DistillationCallback: the student returned no task loss to mix with alpha={alpha}")
+        combined = distill_loss if task_loss is None else alpha * distill_loss + (1.0 - alpha) * task_loss
+        outputs["loss"] = combined
+        self._await_backward(combined)
+        self._record(logit_loss, hidden_loss, task_loss, normalized_globally=num_items is not None)
+        return outputs
+
+    def _distill_fused(self, module, kwargs, outputs, teacher_outputs, backbone_output):
+        """TRL's fused LM head returns per-token ``log_probs`` (no logits) and the trainer builds the loss from them.
+
+        The student logits are rebuilt at the counted positions from the backbone's last hidden state, and the
+        distillation sum is spread over those positions of ``log_probs``, so the trainer's ``-sum(log_probs) / N``
+        becomes ``(1 - alpha) * task_loss + alpha * distillation_sum / N`` with its own N.
+        """
+        if backbone_output is None or _field(backbone_output, "last_hidden_state") is None:
+            self._fail("DistillationCallback: could not capture the student's backbone output for the fused LM head")
+        log_probs = outputs.get("log_probs")
+        hidden = _field(backbone_output, "last_hidden_state")
+        mask, shifted = counted_positions(
+            hidden.shape[:-1],
+            labels=kwargs.get("labels"),
+            attention_mask=kwargs.get("attention_mask"),
+            shift_labels=kwargs.get("shift_labels"),
+            causal=True,
+            device=hidden.device,
+        )
+        if log_probs is None or tuple(log_probs.shape) != tuple(mask.shape):
+            self._fail("DistillationCallback: unexpected fused-LM-head outputs (log_probs missing or misshaped)")
+        lm_head = _transformers_model(module).get_output_embeddings()
+        student_logits = lm_head(select(hidden, mask, shifted))
+        teacher_logits = select(_field(teacher_outputs, "logits"), mask, shifted)
+        logit_sum = self._logit_loss(student_logits, teacher_logits, 1.0)
+        hidden_sum = self._hidden_loss(
+            kwargs, _field(backbone_output, "hidden_states"), teacher_outputs, mask, shifted, 1.0, hidden.shape[:-1]
+        )
+        distill_sum = logit_sum + self.config.hidden_weight * hidden_sum
+        alpha = self.config.alpha
+        counted = mask.sum().clamp(min=1)
+        spread = (distill_sum / counted) * mask.to(log_probs.dtype)
+        new_log_probs = (1.0 - alpha) * log_probs - alpha * spread
+        outputs["log_probs"] = new_log_probs
+        label_mask = outputs.get("label_mask")
+        label_count = (label_mask.sum() if label_mask is not None else counted).clamp(min=1)
+        num_items = kwargs.get("num_items_in_batch")
+        divisor = num_items if num_items is not None else label_count
+        task_loss = outputs.get("loss")
+        if task_loss is not None:
+            outputs["loss"] = (1.0 - alpha) * task_loss + alpha * distill_sum / divisor
+        self._await_backward(new_log_probs)
+        self._record(logit_sum / label_count, hidden_sum / label_count, task_loss, normalized_globally=False)
+        return outputs
+
+    def _logit_loss(self, student: torch.Tensor, teacher: torch.Tensor, normalizer) -> torch.Tensor:
+        return self.loss_fn(
+            student.float(),
+            teacher.float(),
+            normalizer,
+            temperature=self.config.temperature,
+            **self.config.loss_options(),
+        )
+
+    def _hidden_loss(self, kwargs, student_hidden, teacher_outputs, mask, shifted, normalizer, positions_shape):
+        layer_map = self.config.layer_map
+        if not layer_map:
+            return torch.zeros((), device=mask.device)
+        teacher_hidden = _field(teacher_outputs, "hidden_states")
+        if not student_hidden or not teacher_hidden:
+            self._fail("DistillationCallback: hidden states were requested but the student or teacher returned none")
+        first = student_hidden[0]
+        if tuple(first.shape[:-1]) != tuple(positions_shape):
+            # sequence-level logits (classifiers): average over the real tokens of the micro-batch instead
+            mask, shifted = counted_positions(
+                first.shape[:-1], attention_mask=kwargs.get("attention_mask"), device=mask.device
+            )
+            normalizer = mask.sum().clamp(min=1)
+        total = torch.zeros((), device=mask.device)
+        for student_layer, teacher_layer in layer_map.items():
+            student_states = select(student_hidden[student_layer], mask, shifted)
+            teacher_states = select(teacher_hidden[teacher_layer], mask, shifted).float()
+            if self.projections is not None:
+                student_states = self.projections(student_layer, student_states.float())
+            total = total + self.hidden_loss_fn(student_states.float(), teacher_states, normalizer)
+        return total
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _await_backward(self, loss: torch.Tensor) -> None:
+        if not loss.requires_grad:
+            return
+        self._losses_awaiting_backward += 1
+
+        def reached_backward(grad):
+            self._losses_awaiting_backward -= 1
+            return grad
+
+        loss.register_hook(reached_backward)
+
+    def _record(self, logit_loss, hidden_loss, task_loss, *, normalized_globally: bool) -> None:
+        device = logit_loss.device
+        self._saw_task_loss = self._saw_task_loss or task_loss is not None
+        task = task_loss.detach().float().to(device) if task_loss is not None else torch.zeros((), device=device)
+        distill = logit_loss.detach().float() + self.config.hidden_weight * hidden_loss.detach().float()
+        values = torch.stack([distill, hidden_loss.detach().float().to(device), task])
+        self._micro_totals = values if self._micro_totals is None else self._micro_totals + values
+        self._micro_batches += 1
+        self._micro_global = normalized_globally
+
+    def _fail(self, message: str) -> None:
+        self._remove_hooks()
+        raise ValueError(message)
