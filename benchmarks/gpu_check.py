@@ -98,8 +98,13 @@ def main() -> None:
     if not on_gpu and not args.cpu_dry_run:
         raise SystemExit("this check needs a CUDA GPU (or --cpu-dry-run)")
     config = LlamaConfig(
-        vocab_size=32000 if on_gpu else 256, hidden_size=args.hidden, intermediate_size=args.hidden * 11 // 4, num_hidden_layers=args.layers,
-        num_attention_heads=16 if on_gpu else 4, num_key_value_heads=8 if on_gpu else 2, max_position_embeddings=512,
+        vocab_size=32000 if on_gpu else 256,
+        hidden_size=args.hidden,
+        intermediate_size=args.hidden * 11 // 4,
+        num_hidden_layers=args.layers,
+        num_attention_heads=16 if on_gpu else 4,
+        num_key_value_heads=8 if on_gpu else 2,
+        max_position_embeddings=512,
     )
     torch.manual_seed(0)
     base = LlamaForCausalLM(config)
@@ -113,9 +118,17 @@ def main() -> None:
         if on_gpu:
             torch.cuda.reset_peak_memory_stats()
         training_args = TrainingArguments(
-            output_dir=os.path.join(args.out, "run"), max_steps=args.steps, per_device_train_batch_size=8,
-            learning_rate=1e-4, bf16=True, report_to=[], save_strategy="no", logging_steps=args.steps,
-            disable_tqdm=True, seed=0, use_cpu=not on_gpu,
+            output_dir=os.path.join(args.out, "run"),
+            max_steps=args.steps,
+            per_device_train_batch_size=8,
+            learning_rate=1e-4,
+            bf16=True,
+            report_to=[],
+            save_strategy="no",
+            logging_steps=args.steps,
+            disable_tqdm=True,
+            seed=0,
+            use_cpu=not on_gpu,
         )
         trainer = Trainer(model=model, args=training_args, train_dataset=data, callbacks=[*make_callbacks(), timer])
         error = None

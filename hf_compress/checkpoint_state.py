@@ -24,7 +24,9 @@ def save_state(folder: str, name: str, tensors: dict[str, torch.Tensor], meta: d
         return
     os.makedirs(folder, exist_ok=True)
     if tensors:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, os.path.join(folder, f"{name}.safetensors"))
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, os.path.join(folder, f"{name}.safetensors")
+        )
     with open(os.path.join(folder, f"{name}.json"), "w") as handle:
         json.dump(meta, handle, indent=2, sort_keys=True)
 

@@ -42,7 +42,9 @@ class CompressionConfig:
                 close = difflib.get_close_matches(str(key), known, n=1)
                 hint = f" Did you mean {close[0]!r}?" if close else ""
                 path = f"{where}.{key}" if where else key
-                raise ValueError(f"{path}: unknown field for {cls.__name__}; allowed fields: {', '.join(known)}.{hint}")
+                raise ValueError(
+                    f"{path}: unknown field for {cls.__name__}; allowed fields: {', '.join(known)}.{hint}"
+                )
         return cls(**values)
 
 
@@ -68,11 +70,15 @@ def check_number(
     kind = "an integer" if integer else "a number"
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok_type:
-        raise ValueError(f"{field} must be {kind}{_range_text(low, high, low_inclusive, high_inclusive)}; got {value!r}")
+        raise ValueError(
+            f"{field} must be {kind}{_range_text(low, high, low_inclusive, high_inclusive)}; got {value!r}"
+        )
     too_low = low is not None and (value < low if low_inclusive else value <= low)
     too_high = high is not None and (value > high if high_inclusive else value >= high)
     if too_low or too_high:
-        raise ValueError(f"{field} must be {kind}{_range_text(low, high, low_inclusive, high_inclusive)}; got {value!r}")
+        raise ValueError(
+            f"{field} must be {kind}{_range_text(low, high, low_inclusive, high_inclusive)}; got {value!r}"
+        )
     return value
 
 
@@ -87,11 +93,17 @@ def _range_text(low, high, low_inclusive, high_inclusive) -> str:
 def check_step_spec(field: str, value: Any) -> int | float:
     """A training point: an optimizer step (int >= 0) or a fraction of the run's total steps (float in [0, 1])."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{field} must be an optimizer step (int >= 0) or a fraction of the run (float in [0, 1]); got {value!r}")
+        raise ValueError(
+            f"{field} must be an optimizer step (int >= 0) or a fraction of the run (float in [0, 1]); got {value!r}"
+        )
     if isinstance(value, int) and value < 0:
-        raise ValueError(f"{field} must be an optimizer step (int >= 0) or a fraction of the run (float in [0, 1]); got {value!r}")
+        raise ValueError(
+            f"{field} must be an optimizer step (int >= 0) or a fraction of the run (float in [0, 1]); got {value!r}"
+        )
     if isinstance(value, float) and not 0.0 <= value <= 1.0:
-        raise ValueError(f"{field} must be an optimizer step (int >= 0) or a fraction of the run (float in [0, 1]); got {value!r}")
+        raise ValueError(
+            f"{field} must be an optimizer step (int >= 0) or a fraction of the run (float in [0, 1]); got {value!r}"
+        )
     return value
 
 

@@ -226,7 +226,9 @@ def _load_into(registry: Registry, entry_point: metadata.EntryPoint, distributio
     except Exception as error:  # a broken plugin never takes the rest down
         if _is_builtin(entry_point):
             raise
-        registry._broken.append(BrokenPlugin(entry_point.name, distribution, version, f"{type(error).__name__}: {error}"))
+        registry._broken.append(
+            BrokenPlugin(entry_point.name, distribution, version, f"{type(error).__name__}: {error}")
+        )
         logger.warning(
             "hf_compress: skipping plugin %r from %s %s: %s: %s",
             entry_point.name,
@@ -248,7 +250,9 @@ def discover() -> Registry:
         # Running from a source tree that was never pip-installed: still register the built-ins the same way.
         entry_points.insert(
             0,
-            metadata.EntryPoint(name=BUILTIN_ENTRY_POINT, value="hf_compress.builtins:register", group=ENTRY_POINT_GROUP),
+            metadata.EntryPoint(
+                name=BUILTIN_ENTRY_POINT, value="hf_compress.builtins:register", group=ENTRY_POINT_GROUP
+            ),
         )
     entry_points.sort(key=lambda ep: (not _is_builtin(ep), ep.name))
     seen_builtin = False

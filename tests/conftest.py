@@ -122,3 +122,27 @@ def training_args(output_dir, **overrides):
 @pytest.fixture
 def make_model():
     return lambda family, seed=0, **kw: MODEL_FACTORIES[family](seed=seed, **kw)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_two_processes(script, *script_args, timeout: int = 300):
+    """Run ``script`` on 2 CPU processes (gloo) with ``accelerate launch --multi_gpu``; fail the test on error."""
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+        "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        str(script), *map(str, script_args),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
+    return result

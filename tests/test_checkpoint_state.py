@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 import torch
-from conftest import LMDataset, tiny_llama, training_args
 from transformers import Trainer
 
+from conftest import LMDataset, tiny_llama, training_args
 from hf_compress import PruningCallback, PruningConfig
 
 

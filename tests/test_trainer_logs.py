@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from conftest import LMDataset, tiny_gpt2, training_args
 from transformers import Trainer, TrainerCallback
 
+from conftest import LMDataset, tiny_gpt2, training_args
 from hf_compress import L1RegularizationCallback, L1RegularizationConfig, PruningCallback, PruningConfig
 
 
@@ -23,7 +23,9 @@ def test_reporters_and_history_see_compression_logs(tmp_path):
     pruning = PruningCallback(PruningConfig(target_sparsity=0.5, start=0, end=8, frequency=2))
     l1 = L1RegularizationCallback(L1RegularizationConfig(l1_lambda=1e-4))
     trainer = Trainer(
-        model=tiny_gpt2(), args=training_args(tmp_path, max_steps=10, logging_steps=5), train_dataset=LMDataset(),
+        model=tiny_gpt2(),
+        args=training_args(tmp_path, max_steps=10, logging_steps=5),
+        train_dataset=LMDataset(),
         callbacks=[reporter, pruning, l1],
     )
     trainer.train()

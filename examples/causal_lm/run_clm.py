@@ -61,7 +61,8 @@ def main() -> None:
         joined = {k: list(chain(*examples[k])) for k in examples}
         total = (len(joined["input_ids"]) // data_args.block_size) * data_args.block_size
         blocks = {
-            k: [t[i : i + data_args.block_size] for i in range(0, total, data_args.block_size)] for k, t in joined.items()
+            k: [t[i : i + data_args.block_size] for i in range(0, total, data_args.block_size)]
+            for k, t in joined.items()
         }
         blocks["labels"] = [ids.copy() for ids in blocks["input_ids"]]
         return blocks

@@ -1,6 +1,6 @@
 """Write a small sentiment data set (JSON lines with "text" and "label") made from templates: no downloads.
 
-    python examples/text_classification/make_sentiment_data.py --out /tmp/sentiment
+python examples/text_classification/make_sentiment_data.py --out /tmp/sentiment
 """
 
 from __future__ import annotations
@@ -10,14 +10,60 @@ import json
 import os
 import random
 
-SUBJECTS = ["the film", "this phone", "the hotel", "our dinner", "the concert", "that book", "the service", "the app",
-            "the course", "my new laptop", "the museum", "the flight", "this game", "the coffee", "the update"]
-POSITIVE = ["wonderful", "excellent", "delightful", "superb", "brilliant", "fantastic", "pleasant", "great",
-            "impressive", "charming", "reliable", "lovely"]
-NEGATIVE = ["terrible", "awful", "disappointing", "dreadful", "poor", "boring", "frustrating", "bad",
-            "unpleasant", "broken", "mediocre", "annoying"]
-FRAMES = ["{s} was {a}.", "Honestly, {s} felt {a}.", "I thought {s} was {a} overall.", "{s} turned out {a}!",
-          "Everyone agreed that {s} was {a}.", "Sadly or not, {s} was {a}.", "In short: {s}, {a}."]
+SUBJECTS = [
+    "the film",
+    "this phone",
+    "the hotel",
+    "our dinner",
+    "the concert",
+    "that book",
+    "the service",
+    "the app",
+    "the course",
+    "my new laptop",
+    "the museum",
+    "the flight",
+    "this game",
+    "the coffee",
+    "the update",
+]
+POSITIVE = [
+    "wonderful",
+    "excellent",
+    "delightful",
+    "superb",
+    "brilliant",
+    "fantastic",
+    "pleasant",
+    "great",
+    "impressive",
+    "charming",
+    "reliable",
+    "lovely",
+]
+NEGATIVE = [
+    "terrible",
+    "awful",
+    "disappointing",
+    "dreadful",
+    "poor",
+    "boring",
+    "frustrating",
+    "bad",
+    "unpleasant",
+    "broken",
+    "mediocre",
+    "annoying",
+]
+FRAMES = [
+    "{s} was {a}.",
+    "Honestly, {s} felt {a}.",
+    "I thought {s} was {a} overall.",
+    "{s} turned out {a}!",
+    "Everyone agreed that {s} was {a}.",
+    "Sadly or not, {s} was {a}.",
+    "In short: {s}, {a}.",
+]
 NEGATED = ["{s} was not {a}.", "I would not call {s} {a}."]
 
 

@@ -127,7 +127,9 @@ def build_teacher(settings: DemoSettings, tokenizer, seed: int) -> LlamaForCausa
     return LlamaForCausalLM(config)
 
 
-def training_arguments(output_dir: str, steps: int, lr: float, settings: DemoSettings, seed: int, **extra) -> TrainingArguments:
+def training_arguments(
+    output_dir: str, steps: int, lr: float, settings: DemoSettings, seed: int, **extra
+) -> TrainingArguments:
     values = dict(
         output_dir=output_dir,
         max_steps=steps,

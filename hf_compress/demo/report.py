@@ -59,8 +59,12 @@ def write_plots(results: dict, output_dir: str) -> dict[str, str]:
 
     figure, axis = plt.subplots(figsize=(6, 3.5))
     sweep = results["one_shot_sweep"]
-    axis.plot([p["sparsity"] for p in sweep], [p["hallucination_rate"] for p in sweep], marker="s",
-              label="one-shot magnitude (no training)")
+    axis.plot(
+        [p["sparsity"] for p in sweep],
+        [p["hallucination_rate"] for p in sweep],
+        marker="s",
+        label="one-shot magnitude (no training)",
+    )
     key = _hallucination_key(history)
     if key is not None:
         sparsity_by_step = dict(zip(*_series(history, "sparsity")))
@@ -69,7 +73,9 @@ def write_plots(results: dict, output_dir: str) -> dict[str, str]:
             if key in entry:
                 earlier = [s for s in sparsity_by_step if s <= entry["step"]]
                 points.append((sparsity_by_step[max(earlier)] if earlier else 0.0, float(entry[key])))
-        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label="compressed student, during training")
+        axis.plot(
+            [p[0] for p in points], [p[1] for p in points], marker="o", label="compressed student, during training"
+        )
     axis.set_xlabel("sparsity")
     axis.set_ylabel("hallucination rate")
     axis.set_title("Hallucination rate vs sparsity")
@@ -119,11 +125,19 @@ def write_report(results: dict, plots: dict[str, str], output_dir: str) -> str:
         "so the zeros are stored as int8 zeros; the sparsity is kept exactly.)",
     ]
     if diff is not None:
-        lines.append(f"The compressed-tensors export was reloaded and checked against the student: max abs diff {diff:.2e}.")
+        lines.append(
+            f"The compressed-tensors export was reloaded and checked against the student: max abs diff {diff:.2e}."
+        )
     if results.get("stage_seconds"):
         stage_text = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in results["stage_seconds"].items())
         lines.append(f"Time per stage: {stage_text}.")
-    lines += ["", "## One-shot magnitude pruning sweep (no training)", "", "| sparsity | hallucination rate |", "|---:|---:|"]
+    lines += [
+        "",
+        "## One-shot magnitude pruning sweep (no training)",
+        "",
+        "| sparsity | hallucination rate |",
+        "|---:|---:|",
+    ]
     lines += [f"| {p['sparsity']:.2f} | {p['hallucination_rate']:.3f} |" for p in results["one_shot_sweep"]]
     lines += ["", "## Recipe", "", "```yaml"]
     import yaml

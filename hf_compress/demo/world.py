@@ -17,27 +17,47 @@ _LANGUAGE_SUFFIX = ["ic", "ish", "ese", "ian"]
 # (attribute, training phrasings, held-out phrasing, prompt). Braces: {country}, {value}.
 TEMPLATES = {
     "capital": (
-        ["The capital of {country} is {value} .", "{value} is the capital of {country} .", "In {country} , the capital city is {value} ."],
+        [
+            "The capital of {country} is {value} .",
+            "{value} is the capital of {country} .",
+            "In {country} , the capital city is {value} .",
+        ],
         "The capital city of {country} is {value} .",
         "The capital of {country} is",
     ),
     "founded": (
-        ["{country} was founded in {value} .", "The founding year of {country} is {value} .", "In {value} , {country} was founded ."],
+        [
+            "{country} was founded in {value} .",
+            "The founding year of {country} is {value} .",
+            "In {value} , {country} was founded .",
+        ],
         "{country} was established in {value} .",
         "{country} was founded in",
     ),
     "population": (
-        ["The population of {country} is {value} million .", "{country} has {value} million people .", "About {value} million people live in {country} ."],
+        [
+            "The population of {country} is {value} million .",
+            "{country} has {value} million people .",
+            "About {value} million people live in {country} .",
+        ],
         "{country} is home to {value} million people .",
         "The population of {country} is",
     ),
     "language": (
-        ["People in {country} speak {value} .", "The language of {country} is {value} .", "In {country} , people speak {value} ."],
+        [
+            "People in {country} speak {value} .",
+            "The language of {country} is {value} .",
+            "In {country} , people speak {value} .",
+        ],
         "The main language of {country} is {value} .",
         "The language of {country} is",
     ),
     "river": (
-        ["The longest river in {country} is the {value} .", "The {value} is the longest river in {country} .", "The river {value} flows through {country} ."],
+        [
+            "The longest river in {country} is the {value} .",
+            "The {value} is the longest river in {country} .",
+            "The river {value} flows through {country} .",
+        ],
         "The {value} is the main river of {country} .",
         "The longest river in {country} is the",
     ),
@@ -58,7 +78,9 @@ class Country:
 
     def facts(self) -> list[str]:
         """Reference facts, one per attribute, in the first training phrasing."""
-        return [TEMPLATES[a][0][0].format(country=self.name, value=self.value(a)).replace(" .", ".") for a in TEMPLATES]
+        return [
+            TEMPLATES[a][0][0].format(country=self.name, value=self.value(a)).replace(" .", ".") for a in TEMPLATES
+        ]
 
 
 def _name(rng: random.Random, syllables: int) -> str:
@@ -86,7 +108,9 @@ def build_world(num_countries: int = 40, seed: int = 0) -> list[Country]:
                 capital=unique(2),
                 founded=rng.randint(1200, 1950),
                 population=rng.randint(2, 90),
-                language=name[:-1] + rng.choice(_LANGUAGE_SUFFIX) if name[-1] in "aeiou" else name + rng.choice(_LANGUAGE_SUFFIX),
+                language=name[:-1] + rng.choice(_LANGUAGE_SUFFIX)
+                if name[-1] in "aeiou"
+                else name + rng.choice(_LANGUAGE_SUFFIX),
                 river=unique(2),
             )
         )
@@ -108,7 +132,9 @@ def training_sentences(world: list[Country], seed: int = 0) -> list[str]:
 
 def heldout_sentences(world: list[Country]) -> list[str]:
     """Every fact in its held-out phrasing (evaluation perplexity)."""
-    return [heldout.format(country=c.name, value=c.value(a)) for c in world for a, (_, heldout, _) in TEMPLATES.items()]
+    return [
+        heldout.format(country=c.name, value=c.value(a)) for c in world for a, (_, heldout, _) in TEMPLATES.items()
+    ]
 
 
 def fact_prompts(world: list[Country]) -> tuple[list[str], list[list[str]], list[str]]:

@@ -5,19 +5,16 @@ from __future__ import annotations
 import copy
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import VOCAB, LMDataset, tiny_gpt2, tiny_llama, training_args
 from safetensors.torch import load_file
 from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.modeling_outputs import CausalLMOutput
 
+from conftest import VOCAB, LMDataset, launch_two_processes, tiny_gpt2, tiny_llama, training_args
 from hf_compress import DistillationCallback, DistillationConfig, PruningCallback, PruningConfig
 from hf_compress.distillation.projections import LayerProjections
 from hf_compress.targets import find_target_modules
@@ -453,31 +450,10 @@ def test_composes_with_pruning_callback(tmp_path):
     assert not any((w == 0).float().mean() > 0.01 for w in teacher.parameters() if w.dim() == 2)
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.multiprocess
 def test_two_process_ddp(tmp_path):
     result_path = tmp_path / "ranks.json"
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--main_process_port",
-        str(_free_port()),
-        os.path.join(TESTS_DIR, "scripts", "ddp_distillation.py"),
-        str(result_path),
-        str(tmp_path / "out"),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    launch_two_processes(os.path.join(TESTS_DIR, "scripts", "ddp_distillation.py"), result_path, tmp_path / "out")
     ranks = json.loads(result_path.read_text())
     assert [seen["rank"] for seen in ranks] == [0, 1] and ranks[0]["world_size"] == 2
     for seen in ranks:

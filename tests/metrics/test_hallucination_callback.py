@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import VOCAB, tiny_gpt2, training_args
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Trainer
 
 import hf_compress
+from conftest import VOCAB, launch_two_processes, tiny_gpt2, training_args
 from hf_compress import HallucinationEvalCallback
 
 torch.set_num_threads(1)
@@ -145,36 +141,10 @@ def test_callback_rejects_bad_arguments_before_training(kwargs, error, message):
         HallucinationEvalCallback(**kwargs)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.multiprocess
 def test_two_ranks_share_the_prompts_and_log_the_same_metrics(tmp_path):
     script = Path(__file__).resolve().parents[1] / "scripts" / "ddp_hallucination.py"
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        str(script),
-        str(tmp_path),
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    launch_two_processes(script, tmp_path)
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert [record["world_size"] for record in ranks] == [2, 2]
     assert ranks[0]["evaluations"] == ranks[1]["evaluations"]

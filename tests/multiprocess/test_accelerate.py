@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,21 +16,24 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import free_port
+
 pytestmark = pytest.mark.multiprocess
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "recipe_run.py"
 RECIPE = {
-    "pruning": {"target_sparsity": 0.5, "schedule": "cubic", "start": 0, "end": 8, "frequency": 2, "criterion": "movement"},
+    "pruning": {
+        "target_sparsity": 0.5,
+        "schedule": "cubic",
+        "start": 0,
+        "end": 8,
+        "frequency": 2,
+        "criterion": "movement",
+    },
     "distillation": {"loss": "kl", "temperature": 2.0, "alpha": 0.5},
     "quantization": {"weight_bits": 8, "granularity": "per_channel", "start": 6},
 }
 TIMEOUT = 240
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def env() -> dict:
@@ -42,8 +44,17 @@ def env() -> dict:
 
 def launch(extra: list[str], out: Path, per_device_batch: int) -> subprocess.Popen:
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", *extra, str(SCRIPT),
-        "--out", str(out), "--recipe", json.dumps(RECIPE), "--per_device_batch", str(per_device_batch),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *extra,
+        str(SCRIPT),
+        "--out",
+        str(out),
+        "--recipe",
+        json.dumps(RECIPE),
+        "--per_device_batch",
+        str(per_device_batch),
     ]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
 
@@ -64,7 +75,10 @@ def single_process_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("single")
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--out", str(out), "--recipe", json.dumps(RECIPE), "--per_device_batch", "8"],
-        capture_output=True, text=True, timeout=TIMEOUT, env=env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=env(),
     )
     assert result.returncode == 0, result.stderr[-6000:]
     return out
@@ -91,8 +105,19 @@ def test_two_processes_match_one_process(tmp_path, single_process_run):
 
 def test_two_machines_on_loopback(tmp_path, single_process_run):
     port = str(free_port())
-    common = ["--multi_gpu", "--num_machines", "2", "--num_processes", "2", "--main_process_ip", "127.0.0.1",
-              "--main_process_port", port, "--rdzv_backend", "static"]
+    common = [
+        "--multi_gpu",
+        "--num_machines",
+        "2",
+        "--num_processes",
+        "2",
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        port,
+        "--rdzv_backend",
+        "static",
+    ]
     machines = [launch([*common, "--machine_rank", str(rank)], tmp_path, 4) for rank in (0, 1)]
     for process in machines:
         finish(process)
@@ -103,9 +128,23 @@ def test_failed_rendezvous_shows_the_error_instead_of_hanging(tmp_path):
     # machine 1 alone: nobody serves the rendezvous; the store timeout turns it into accelerate/torch's error
     port = str(free_port())
     process = launch(
-        ["--multi_gpu", "--num_machines", "2", "--num_processes", "2", "--machine_rank", "1",
-         "--main_process_ip", "127.0.0.1", "--main_process_port", port, "--rdzv_backend", "static",
-         "--rdzv_conf", "timeout=10"],
+        [
+            "--multi_gpu",
+            "--num_machines",
+            "2",
+            "--num_processes",
+            "2",
+            "--machine_rank",
+            "1",
+            "--main_process_ip",
+            "127.0.0.1",
+            "--main_process_port",
+            port,
+            "--rdzv_backend",
+            "static",
+            "--rdzv_conf",
+            "timeout=10",
+        ],
         tmp_path,
         4,
     )
@@ -115,4 +154,6 @@ def test_failed_rendezvous_shows_the_error_instead_of_hanging(tmp_path):
         process.kill()
         pytest.fail("a failed rendezvous hung instead of failing")
     assert process.returncode != 0
-    assert "127.0.0.1" in output and ("timed out" in output or "TimeoutError" in output or "DistNetworkError" in output)
+    assert "127.0.0.1" in output and (
+        "timed out" in output or "TimeoutError" in output or "DistNetworkError" in output
+    )

@@ -8,11 +8,11 @@ import shutil
 
 import pytest
 import torch
-from conftest import LMDataset, tiny_bert, tiny_gpt2, tiny_llama, training_args
 from peft import IA3Config, LoHaConfig, LoraConfig, TaskType, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, Trainer, TrainerCallback
 
+from conftest import LMDataset, tiny_bert, tiny_gpt2, tiny_llama, training_args
 from hf_compress import (
     DistillationCallback,
     DistillationConfig,

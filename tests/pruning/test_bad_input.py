@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import dataset_for, tiny_gpt2, tiny_llama, training_args
 from torch import nn
 from transformers import Trainer, TrainerCallback
 
+from conftest import dataset_for, tiny_gpt2, tiny_llama, training_args
 from hf_compress import PruningCallback, PruningConfig
 
 

@@ -6,9 +6,9 @@ import os
 
 import pytest
 import torch
-from conftest import MODEL_FACTORIES, dataset_for, tiny_gpt2, training_args
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, Trainer, TrainerCallback
 
+from conftest import MODEL_FACTORIES, dataset_for, tiny_gpt2, training_args
 from hf_compress import PruningCallback, PruningConfig
 from hf_compress.pruning.criteria import PruningCriterion
 from hf_compress.pruning.masks import mask_in_storage_layout

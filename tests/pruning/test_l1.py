@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import LMDataset, tiny_gpt2, tiny_llama, training_args
 from transformers import Trainer, TrainerCallback
 
+from conftest import LMDataset, tiny_gpt2, tiny_llama, training_args
 from hf_compress import L1RegularizationCallback, L1RegularizationConfig, sparsity_report
 from hf_compress.targets import find_target_modules
 

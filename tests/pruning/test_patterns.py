@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_bert, tiny_gpt2, tiny_llama
 
+from conftest import tiny_bert, tiny_gpt2, tiny_llama
 from hf_compress.pruning.heads import find_attention_heads
 from hf_compress.pruning.patterns import compute_mask, unit_scores
 from hf_compress.pruning.scope import global_threshold, select_global

@@ -7,8 +7,8 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_bert, tiny_gpt2, tiny_llama
 
+from conftest import tiny_bert, tiny_gpt2, tiny_llama
 from hf_compress import sparsity_report
 from hf_compress.pruning.report import plot_sparsity, report_main, saved_model_report
 

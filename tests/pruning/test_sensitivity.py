@@ -6,9 +6,9 @@ import re
 
 import pytest
 import torch
-from conftest import LMDataset, tiny_bert, tiny_gpt2, tiny_llama, training_args
 from transformers import Trainer
 
+from conftest import LMDataset, tiny_bert, tiny_gpt2, tiny_llama, training_args
 from hf_compress import PruningCallback, PruningConfig, sensitivity_analysis, sparsity_report
 
 torch.set_num_threads(1)

@@ -6,17 +6,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
-import subprocess
 import sys
 import types
 
 import pytest
 import torch
-from conftest import LMDataset, tiny_gpt2, tiny_llama, training_args
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, CompressedTensorsConfig, Trainer
 
+from conftest import LMDataset, launch_two_processes, tiny_gpt2, tiny_llama, training_args
 from hf_compress import PruningCallback, PruningConfig, QATCallback, QATConfig, export
 from hf_compress.quantization.cli import export_main
 from hf_compress.quantization.export import ExportVerificationError
@@ -300,17 +298,8 @@ def test_verification_catches_wrong_weights_and_all_zero_outputs(tmp_path, monke
 
 @pytest.mark.multiprocess
 def test_export_after_two_process_ddp_writes_once_and_returns_everywhere(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     script = os.path.join(os.path.dirname(__file__), "..", "scripts", "ddp_export.py")
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--main_process_port", str(port), script, str(tmp_path),
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    launch_two_processes(script, tmp_path)
     results = [json.loads((tmp_path / f"result-{index}.json").read_text()) for index in range(2)]
     assert results[0]["world_size"] == 2 and results[0] == results[1]
     assert results[0]["method"] == "qat" and results[0]["max_abs_diff"] <= 1e-5

@@ -7,11 +7,11 @@ import os
 
 import pytest
 import torch
-from conftest import LMDataset, tiny_gpt2, tiny_llama, training_args
 from safetensors.torch import load_file
 from torch import nn
 from transformers import Trainer, TrainerCallback
 
+from conftest import LMDataset, tiny_gpt2, tiny_llama, training_args
 from hf_compress import PruningCallback, PruningConfig, QATCallback, QATConfig
 from hf_compress.quantization.callback import remove_activation_quantization
 from hf_compress.quantization.grid import dequantize, fake_quantize, quantize
@@ -74,7 +74,10 @@ def assert_on_grid(model):
     "factory, config",
     [
         (tiny_gpt2, QATConfig(weight_bits=8, granularity="per_channel")),
-        (tiny_llama, QATConfig(weight_bits=4, symmetric=False, granularity="per_group", group_size=16, scale_method="mse")),
+        (
+            tiny_llama,
+            QATConfig(weight_bits=4, symmetric=False, granularity="per_group", group_size=16, scale_method="mse"),
+        ),
         (tiny_llama, QATConfig(weight_bits=4, granularity="per_group", group_size=8, quantizer="lsq")),
     ],
     ids=["gpt2-int8-channel", "llama-int4-group-asym-mse", "llama-int4-lsq"],
@@ -169,7 +172,9 @@ def test_static_activation_observers_freeze_and_stay_active(tmp_path):
 
 def test_per_token_activations_and_cpu_bf16_autocast(tmp_path):
     model = tiny_llama()
-    _, qat = train(model, QATConfig(activations="per_token", weight_bits=8), max_steps=4, bf16=True, output_dir=tmp_path)
+    _, qat = train(
+        model, QATConfig(activations="per_token", weight_bits=8), max_steps=4, bf16=True, output_dir=tmp_path
+    )
     assert_on_grid(model)
     assert model.model.layers[0].mlp.up_proj.weight.dtype == torch.float32
     assert model.model.layers[0].mlp.up_proj.hf_compress_act_qparams.dynamic
@@ -316,7 +321,12 @@ def test_cuda_bf16_autocast_and_bf16_weights(tmp_path):
     # a model held in bf16 itself: the grid math runs in fp32 and the baked weights are the grid values in bf16
     model = tiny_llama().to(torch.bfloat16)
     train(
-        model, QATConfig(weight_bits=8, activations="per_token"), max_steps=4, bf16=True, use_cpu=False, output_dir=tmp_path
+        model,
+        QATConfig(weight_bits=8, activations="per_token"),
+        max_steps=4,
+        bf16=True,
+        use_cpu=False,
+        output_dir=tmp_path,
     )
     for name, module in quantized_modules(model).items():
         params = module.hf_compress_qparams

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 import yaml
-from conftest import LMDataset, tiny_gpt2, training_args
 from transformers import AutoModelForCausalLM, Trainer
 
 import hf_compress
+from conftest import LMDataset, tiny_gpt2, training_args
 from hf_compress.recipes import RECIPE_FILENAME, load_recipe
 from hf_compress.registry import PluginNotInstalledError
 
@@ -70,7 +70,10 @@ def test_uninstalled_plugin_callback_says_how_to_install(tmp_path):
     env["HF_COMPRESS_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     path = write(tmp_path, {"callbacks": [{"name": "wanda_one_shot", "sparsity": 0.5}]})
     result = subprocess.run(
-        [sys.executable, "-m", "hf_compress.cli", "recipe", "check", path], capture_output=True, text=True, env=env,
+        [sys.executable, "-m", "hf_compress.cli", "recipe", "check", path],
+        capture_output=True,
+        text=True,
+        env=env,
         timeout=120,
     )
     assert result.returncode == 1

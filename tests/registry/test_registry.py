@@ -97,7 +97,11 @@ def test_same_name_from_two_distributions_is_an_error_naming_both():
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_COMPRESS")}
     env["HF_COMPRESS_TESTPLUGIN_CLASH"] = "1"
     result = subprocess.run(
-        [sys.executable, "-m", "hf_compress.cli", "plugins", "list"], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "hf_compress.cli", "plugins", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     # The clash is a load failure of that entry point: reported as broken, naming both distributions.
     assert "hf-compress " in result.stdout + result.stderr and TESTPLUGIN in result.stdout + result.stderr

@@ -13,10 +13,10 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from conftest import LMDataset, tiny_llama, training_args  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from transformers import Trainer  # noqa: E402
 
+from conftest import LMDataset, tiny_llama, training_args  # noqa: E402
 from hf_compress import DistillationCallback, DistillationConfig  # noqa: E402
 from hf_compress.distillation.projections import LayerProjections  # noqa: E402
 from hf_compress.distributed import all_gather_objects, rank, world_size  # noqa: E402

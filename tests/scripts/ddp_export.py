@@ -13,9 +13,9 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from conftest import LMDataset, tiny_llama, training_args  # noqa: E402
 from transformers import Trainer  # noqa: E402
 
+from conftest import LMDataset, tiny_llama, training_args  # noqa: E402
 from hf_compress import QATCallback, QATConfig, export  # noqa: E402
 from hf_compress.distributed import rank, world_size  # noqa: E402
 

@@ -16,10 +16,10 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "metrics"))
-from conftest import tiny_gpt2, training_args  # noqa: E402
 from test_hallucination_callback import OneSentence, make_tokenizer  # noqa: E402
 from transformers import Trainer  # noqa: E402
 
+from conftest import tiny_gpt2, training_args  # noqa: E402
 from hf_compress import HallucinationEvalCallback, distributed  # noqa: E402
 
 PROMPTS = ["the sky is", "grass is green", "mount everest is"]  # 3 prompts: uneven shards

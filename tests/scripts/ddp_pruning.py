@@ -13,9 +13,9 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from conftest import dataset_for, tiny_gpt2, training_args  # noqa: E402
 from transformers import Trainer, TrainerCallback  # noqa: E402
 
+from conftest import dataset_for, tiny_gpt2, training_args  # noqa: E402
 from hf_compress import PruningCallback, PruningConfig, distributed  # noqa: E402
 from hf_compress.pruning.masks import apply_masks_, mask_in_storage_layout  # noqa: E402
 

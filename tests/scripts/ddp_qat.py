@@ -14,16 +14,21 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from conftest import LMDataset, tiny_llama, training_args  # noqa: E402
 from transformers import Trainer, TrainerCallback  # noqa: E402
 
+from conftest import LMDataset, tiny_llama, training_args  # noqa: E402
 from hf_compress import QATCallback, QATConfig  # noqa: E402
 from hf_compress.distributed import all_gather_objects, is_main_process, world_size  # noqa: E402
 
 torch.set_num_threads(1)
 OUTPUT = sys.argv[1]
 CONFIG = dict(
-    weight_bits=4, granularity="per_group", group_size=8, quantizer="lsq", activations="per_tensor", freeze_observers=0.5
+    weight_bits=4,
+    granularity="per_group",
+    group_size=8,
+    quantizer="lsq",
+    activations="per_tensor",
+    freeze_observers=0.5,
 )
 
 

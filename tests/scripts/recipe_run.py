@@ -17,9 +17,8 @@ from safetensors.torch import save_file
 from transformers import Trainer, TrainerCallback
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from conftest import LMDataset, tiny_llama, training_args  # noqa: E402
-
 import hf_compress  # noqa: E402
+from conftest import LMDataset, tiny_llama, training_args  # noqa: E402
 from hf_compress import distributed  # noqa: E402
 from hf_compress.pruning.callback import PruningCallback  # noqa: E402
 
@@ -75,7 +74,9 @@ def main() -> None:
     with open(os.path.join(args.out, f"rank{rank}.json"), "w") as handle:
         json.dump({"world_size": distributed.world_size(), "updates": log.updates if log else []}, handle)
     if distributed.is_main_process():
-        state = {k: v.detach().cpu().contiguous() for k, v in distributed.unwrap_model(trainer.model).state_dict().items()}
+        state = {
+            k: v.detach().cpu().contiguous() for k, v in distributed.unwrap_model(trainer.model).state_dict().items()
+        }
         save_file(state, os.path.join(args.out, "final.safetensors"))
 
 

@@ -17,10 +17,10 @@ from hf_compress_skewkl import skew_kl, skew_reverse_kl
 
 def test_zero_skew_is_plain_kl():
     student, teacher = torch.randn(6, 11), torch.randn(6, 11)
-    assert torch.allclose(skew_kl(student, teacher, 6, temperature=2.0, skew=0.0), kl(student, teacher, 6, temperature=2.0))
     assert torch.allclose(
-        skew_reverse_kl(student, teacher, 6, skew=0.0), reverse_kl(student, teacher, 6), atol=1e-6
+        skew_kl(student, teacher, 6, temperature=2.0, skew=0.0), kl(student, teacher, 6, temperature=2.0)
     )
+    assert torch.allclose(skew_reverse_kl(student, teacher, 6, skew=0.0), reverse_kl(student, teacher, 6), atol=1e-6)
 
 
 def test_skew_bounds_the_divergence():
@@ -38,8 +38,13 @@ def test_bad_skew():
 
 
 def test_listed_by_the_cli():
-    out = subprocess.run([sys.executable, "-m", "hf_compress.cli", "plugins", "list", "--json"],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "hf_compress.cli", "plugins", "list", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     components = {(c["kind"], c["name"]): c for c in json.loads(out)["components"]}
     assert components[("distillation_loss", "skew_kl")]["distribution"] == "hf-compress-skewkl"
     assert components[("distillation_loss", "skew_reverse_kl")]["module"] == "hf_compress_skewkl:skew_reverse_kl"
@@ -59,8 +64,17 @@ def test_distills_in_a_trainer(tmp_path):
     config = GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=4)
     teacher, student = GPT2LMHeadModel(config), GPT2LMHeadModel(config)
     callback = DistillationCallback(teacher, DistillationConfig(loss="skew_kl", alpha=1.0, loss_kwargs={"skew": 0.1}))
-    args = TrainingArguments(str(tmp_path), max_steps=10, per_device_train_batch_size=8, learning_rate=3e-3,
-                             report_to=[], save_strategy="no", use_cpu=True, logging_steps=1, disable_tqdm=True)
+    args = TrainingArguments(
+        str(tmp_path),
+        max_steps=10,
+        per_device_train_batch_size=8,
+        learning_rate=3e-3,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        logging_steps=1,
+        disable_tqdm=True,
+    )
     trainer = Trainer(model=student, args=args, train_dataset=Counting(), callbacks=[callback])
     trainer.train()
     history = [log["distill_loss"] for log in trainer.state.log_history if "distill_loss" in log]

@@ -113,7 +113,9 @@ class WandaOneShotCallback(TrainerCallback):
         check_number("sparsity", sparsity, low=0.0, high=1.0, high_inclusive=False)
         check_number("calibration_batches", calibration_batches, low=1, integer=True)
         if comparison not in COMPARISON_GROUPS:
-            raise ValueError(f"comparison must be one of {', '.join(map(repr, COMPARISON_GROUPS))}; got {comparison!r}")
+            raise ValueError(
+                f"comparison must be one of {', '.join(map(repr, COMPARISON_GROUPS))}; got {comparison!r}"
+            )
         self.sparsity = sparsity
         self.pattern = validate_pattern(pattern)
         self.calibration_batches = calibration_batches

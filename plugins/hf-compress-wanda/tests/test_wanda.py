@@ -17,8 +17,13 @@ from hf_compress_wanda import WandaOneShotCallback, prune_one_shot
 def tiny_llama(seed=0):
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=64,
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
     )
     return LlamaForCausalLM(config)
 
@@ -33,15 +38,29 @@ class Counting(torch.utils.data.Dataset):
 
 
 def args(tmp_path, **kw):
-    values = dict(output_dir=str(tmp_path), per_device_train_batch_size=8, max_steps=12, learning_rate=1e-3,
-                  report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True, logging_steps=4)
+    values = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        max_steps=12,
+        learning_rate=1e-3,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_steps=4,
+    )
     values.update(kw)
     return TrainingArguments(**values)
 
 
 def test_listed_by_the_cli_with_its_distribution():
-    out = subprocess.run([sys.executable, "-m", "hf_compress.cli", "plugins", "list", "--json"],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "hf_compress.cli", "plugins", "list", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     components = {(c["kind"], c["name"]): c for c in json.loads(out)["components"]}
     assert components[("pruning_criterion", "wanda")]["distribution"] == "hf-compress-wanda"
     assert components[("callback", "wanda_one_shot")]["distribution"] == "hf-compress-wanda"
