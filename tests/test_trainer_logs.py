@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer
+from transformers.trainer_callback import PrinterCallback
 
 from conftest import LMDataset, tiny_gpt2, training_args
 from hf_compress import L1RegularizationCallback, L1RegularizationConfig, PruningCallback, PruningConfig
 
 
-class Reporter(TrainerCallback):
-    """Stands in for TensorBoard/W&B: registered before the compression callbacks, records what on_log saw."""
+class Reporter(PrinterCallback):
+    """A log printer (as TensorBoard/W&B are reporters) registered before the compression callbacks; records what
+    on_log saw."""
 
     def __init__(self):
         self.seen = []

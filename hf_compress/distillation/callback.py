@@ -1,8 +1,9 @@
 """`DistillationCallback`: knowledge distillation inside an unmodified Trainer script.
 
 A TrainerCallback cannot change the loss, and ``compute_loss_func`` never sees the inputs, so the callback hooks the
-(unwrapped) student instead: in training mode, a forward hook runs the teacher on the same inputs under ``no_grad``
-and replaces ``outputs.loss`` with ``alpha * distillation_loss + (1 - alpha) * task_loss``. The Trainer (or a
+(unwrapped) student instead: in training mode, a forward pre-hook runs the teacher on the same inputs under
+``no_grad`` (first, so its activations are freed before the student's graph is built), and a forward hook replaces
+``outputs.loss`` with ``alpha * distillation_loss + (1 - alpha) * task_loss``. The Trainer (or a
 subclass such as TRL's ``SFTTrainer``) then backpropagates that loss as if the model had computed it. Hooks are
 removed at train end, so the model the user gets back behaves like a normal model.
 
@@ -175,13 +176,14 @@ class DistillationCallback(TrainerCallback):
         self.hidden_loss_fn = get_registry().get("distillation_loss", config.hidden_loss)
         self.projections: LayerProjections | None = None
         self._seat: OptimizerSeat | None = None
-        self._student: nn.Module | None = None
         self._optimizer: torch.optim.Optimizer | None = None
         self._hooks: list[Any] = []
         self._causal = False
         self._teacher_accepts: set[str] | None = None
         self._capture_backbone = False
         self._backbone_output: Any = None
+        self._teacher_outputs: Any = None
+        self._trainer_loss_type: str | None = None
         self._losses_awaiting_backward = 0
         self._micro_totals: torch.Tensor | None = None  # distill, hidden, task of this optimizer step's micro-batches
         self._micro_batches = 0
@@ -201,7 +203,7 @@ class DistillationCallback(TrainerCallback):
         if model is None:
             raise ValueError("DistillationCallback needs the Trainer's model at train start")
         student = unwrap_model(model)
-        self._student = student
+        self._trainer_loss_type = getattr(args, "loss_type", None)  # TRL's SFTConfig: "nll" or "dft"
         device = _device_of(student)
         self._prepare_teacher(device)
         self._causal = is_causal_lm(student) if self.config.causal_shift is None else self.config.causal_shift
@@ -379,7 +381,7 @@ class DistillationCallback(TrainerCallback):
         for handle in self._hooks:
             handle.remove()
         self._hooks = []
-        self._capture_backbone, self._backbone_output = False, None
+        self._capture_backbone, self._backbone_output, self._teacher_outputs = False, None, None
 
     def _run_before_reporters(self) -> None:
         """Move this callback right after DefaultFlowCallback, so its log keys reach the reporters and printers.
@@ -414,6 +416,15 @@ class DistillationCallback(TrainerCallback):
     def _before_forward(self, module, args, kwargs):
         if not self._distilling(module):
             return None
+        labels, shift_labels = kwargs.get("labels"), kwargs.get("shift_labels")
+        if labels is None and shift_labels is None and self.config.alpha < 1:
+            self._fail(
+                f"DistillationCallback: no labels reached the student's forward, so there is no task loss to mix with "
+                f"alpha={self.config.alpha}. Either the dataset has no labels (use alpha=1.0 for pure distillation) or "
+                "the Trainer computes the loss itself (compute_loss_func / label smoothing), which is not supported."
+            )
+        # the teacher runs first, so its activations are freed before the student's graph is built
+        self._teacher_outputs = self._run_teacher(args, kwargs)
         self._capture_backbone = bool(kwargs.get("fused_lm_head"))
         self._backbone_output = None
         if self.config.layer_map and not kwargs.get("output_hidden_states"):
@@ -433,14 +444,9 @@ class DistillationCallback(TrainerCallback):
                 f"DistillationCallback needs the student to return a ModelOutput; got {type(outputs).__name__} "
                 "(is return_dict=False set?)"
             )
-        labels, shift_labels = kwargs.get("labels"), kwargs.get("shift_labels")
-        if labels is None and shift_labels is None and self.config.alpha < 1:
-            self._fail(
-                f"DistillationCallback: no labels reached the student's forward, so there is no task loss to mix with "
-                f"alpha={self.config.alpha}. Either the dataset has no labels (use alpha=1.0 for pure distillation) or "
-                "the Trainer computes the loss itself (compute_loss_func / label smoothing), which is not supported."
-            )
-        teacher_outputs = self._run_teacher(args, kwargs)
+        teacher_outputs, self._teacher_outputs = self._teacher_outputs, None
+        if teacher_outputs is None:
+            teacher_outputs = self._run_teacher(args, kwargs)
         if kwargs.get("fused_lm_head"):
             return self._distill_fused(module, kwargs, outputs, teacher_outputs, backbone_output)
         return self._distill(kwargs, outputs, teacher_outputs)
@@ -507,6 +513,11 @@ class DistillationCallback(TrainerCallback):
         distillation sum is spread over those positions of ``log_probs``, so the trainer's ``-sum(log_probs) / N``
         becomes ``(1 - alpha) * task_loss + alpha * distillation_sum / N`` with its own N.
         """
+        if self._trainer_loss_type not in (None, "nll"):
+            self._fail(
+                f"DistillationCallback supports TRL's fused LM head with loss_type='nll' only; got "
+                f"loss_type={self._trainer_loss_type!r}"
+            )
         if backbone_output is None or _field(backbone_output, "last_hidden_state") is None:
             self._fail("DistillationCallback: could not capture the student's backbone output for the fused LM head")
         log_probs = outputs.get("log_probs")
