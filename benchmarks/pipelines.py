@@ -592,7 +592,7 @@ def main() -> None:
     parser.add_argument("--teacher-only", action="store_true", help="train and cache the teacher, then stop")
     parser.add_argument("--recovery-steps", type=int, default=150, help="R: optimizer steps of every pipeline")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--levels", default="0.7,0.5,2:4", help="sparsity columns, in the order they are run")
     parser.add_argument("--only", default="", help="comma-separated pipeline keys to run (default: all but extras)")
     parser.add_argument("--extras", action="store_true", help="also run the extra recipes (gradual movement)")
@@ -684,6 +684,10 @@ def main() -> None:
         f"torch threads: {options.threads}. On this shared 2-core machine, with other jobs running, 2 threads were "
         "several times slower per step than 1 in a pre-check, so the default is 1 (`--threads 2` to change).",
     ]
+    context.notes.append(
+        f"Recovery lr {options.lr:g}: in a pre-check lr 1e-3 made the dense model itself worse after R steps than "
+        "the teacher it started from, which would flatter every sparse pipeline's ratio."
+    )
     if options.recovery_steps != 300:
         context.notes.append(
             f"R = {options.recovery_steps} optimizer steps of batch {options.batch_size} instead of the issue's "

@@ -92,7 +92,7 @@ class PruningCriterion:
         return {}
 
     def scores(self, name: str, module: nn.Module) -> torch.Tensor:
-        raise NotImplementedError  # pragma: no cover - the abstract method of the interface
+        raise TypeError(f"{type(self).__name__} must define scores(name, module), the [out, in] importance scores")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {}
