@@ -16,10 +16,14 @@ Zeros are held by ``PruningCallback(schedule="constant")``: it keeps the zeros t
 uses the same ``DistillationConfig``. The teacher is a byte-level Llama (4 layers, width 256, vocab 256, seq 128)
 trained here on ``pydoc_data.topics`` (ships with CPython), every 20th window held out; it is cached under
 ``benchmarks/_work/pipelines/`` (train it once with ``--teacher-only``). The run writes its Markdown after every
-pipeline, so a cut run still leaves what it measured; a time budget skips what would not fit, and says so.
+pipeline (only its own ``--section`` of the file), so a cut run still leaves what it measured; a time budget skips
+what would not fit, and says so.
 
     python benchmarks/pipelines.py --teacher-only   # once: trains and caches the teacher
     python benchmarks/pipelines.py                  # the comparison (needs benchmarks/_work/llmc-venv)
+    # follow-up: KD with hidden states too, in its own section of the results file
+    python benchmarks/pipelines.py --only sparsegpt_kd,sparsegpt_hidden_kd,wanda_warm_hidden_kd \
+        --section hidden_kd --title "Follow-up run: KD with hidden states"
     python benchmarks/pipelines.py --recovery-steps 300 --batch-size 16 --threads 2 --budget-minutes 0  # as issued
 """
 
@@ -56,6 +60,7 @@ WORK = os.path.join(HERE, "_work", "pipelines")
 RESULTS = os.path.join(HERE, "results", "pipelines.md")
 LLMC_PYTHON = os.path.join(HERE, "_work", "llmc-venv", "bin", "python")
 SPARSEGPT_SCRIPT = os.path.join(HERE, "pipelines_sparsegpt.py")
+RESULTS_TITLE = "# Training-aware pruning vs the best pipeline available today"
 SEQ_LEN = 128
 WIDTH = 256
 LAYERS = 4
@@ -233,6 +238,10 @@ def sparsegpt_state(level: Level, context: Context) -> dict[str, torch.Tensor]:
             raise RuntimeError(f"SparseGPT subprocess failed ({done.returncode}):\n{done.stderr[-4000:]}")
         os.replace(path + ".tmp", path)
         context.notes.append(f"SparseGPT {level.label}: llm-compressor subprocess {time.perf_counter() - began:.0f} s")
+    else:
+        note = f"SparseGPT {level.label}: output reused from an earlier run (`{os.path.relpath(path, HERE)}`)"
+        if note not in context.notes and not any(n.startswith(f"SparseGPT {level.label}:") for n in context.notes):
+            context.notes.append(note)
     return load_file(path)
 
 
@@ -240,23 +249,23 @@ def sparsegpt_state(level: Level, context: Context) -> dict[str, torch.Tensor]:
 class MemoizedTeacher(nn.Module):
     """The teacher, remembering its logits per batch of ``input_ids``.
 
-    Every pipeline sees the same batches in the same order (same seeds), so the teacher's logits are computed once
-    and reused by every KD run: the same numbers, less CPU time. Calls with extra outputs (hidden states: the
-    callback's shape probe) go straight to the teacher.
+    Every pipeline sees the same batches in the same order (same seeds), so the teacher's outputs (logits, and
+    hidden states when asked for) are computed once and reused by every KD run: the same numbers, less CPU time.
     """
 
     def __init__(self, teacher: nn.Module) -> None:
         super().__init__()
         self.teacher = teacher
-        self.logits: dict[bytes, torch.Tensor] = {}
+        self.outputs: dict[bytes, CausalLMOutputWithPast] = {}
 
     def forward(self, input_ids: torch.Tensor, **kwargs):
-        if kwargs.get("output_hidden_states"):
-            return self.teacher(input_ids=input_ids, **kwargs)
-        key = hashlib.sha1(input_ids.cpu().numpy().tobytes() + str(tuple(input_ids.shape)).encode()).digest()
-        if key not in self.logits:
-            self.logits[key] = self.teacher(input_ids=input_ids, **kwargs).logits.detach()
-        return CausalLMOutputWithPast(logits=self.logits[key])
+        hidden = bool(kwargs.get("output_hidden_states"))
+        key = hashlib.sha1(input_ids.cpu().numpy().tobytes() + str((tuple(input_ids.shape), hidden)).encode()).digest()
+        if key not in self.outputs:
+            outputs = self.teacher(input_ids=input_ids, **kwargs)
+            states = tuple(state.detach() for state in outputs.hidden_states) if hidden else None
+            self.outputs[key] = CausalLMOutputWithPast(logits=outputs.logits.detach(), hidden_states=states)
+        return self.outputs[key]
 
 
 @dataclass
@@ -275,8 +284,14 @@ class Context:
             model.load_state_dict(state)
         return model
 
-    def distillation(self) -> DistillationCallback:
-        config = DistillationConfig(loss="kl", temperature=self.options.kd_temperature, alpha=self.options.kd_alpha)
+    def distillation(self, hidden_states: bool = False) -> DistillationCallback:
+        """Logit KD; with ``hidden_states``, also a cosine loss on the outputs of every block (student i -> teacher i)."""
+        extra = {}
+        if hidden_states:
+            extra = dict(layer_map={i: i for i in range(1, LAYERS + 1)}, hidden_loss="cosine", hidden_weight=1.0)
+        config = DistillationConfig(
+            loss="kl", temperature=self.options.kd_temperature, alpha=self.options.kd_alpha, **extra
+        )
         return DistillationCallback(self.teacher, config)
 
     def calibration_batches(self) -> list[dict[str, torch.Tensor]]:
@@ -339,6 +354,16 @@ def build_wanda_warm(level: Level, context: Context) -> Built:
     return model, [hold(level), context.distillation()]
 
 
+def build_sparsegpt_hidden_kd(level: Level, context: Context) -> Built:
+    model = context.student(sparsegpt_state(level, context))
+    return model, [hold(level), context.distillation(hidden_states=True)]
+
+
+def build_wanda_warm_hidden_kd(level: Level, context: Context) -> Built:
+    model, callbacks = build_wanda_warm(level, context)
+    return model, [callbacks[0], context.distillation(hidden_states=True)]
+
+
 def build_sparsegpt50_ramp(level: Level, context: Context) -> Built:
     """SparseGPT's 50% model as the start; hf-compress ramps on to the target with Wanda scores + KD."""
     model = context.student(sparsegpt_state(Level("50%", 0.5), context))
@@ -361,6 +386,7 @@ class Pipeline:
 
 def pipelines(options) -> list[Pipeline]:
     kd = f"KD (kl, T={options.kd_temperature:g}, alpha={options.kd_alpha:g})"
+    kd_hidden = kd[:-1] + f", + cosine on the outputs of blocks 1-{LAYERS})"
     ramp = f"cubic 0->{options.gradual_end:g}R, every {options.frequency} steps"
     return [
         Pipeline("dense", 1, "dense, continued for R steps (reference)", build_dense),
@@ -412,6 +438,23 @@ def pipelines(options) -> list[Pipeline]:
             f"hf-compress gradual movement ({ramp}) + {kd}",
             build_gradual("movement"),
             levels=("70%",),
+            extra=True,
+        ),
+        Pipeline(
+            "sparsegpt_hidden_kd",
+            4,
+            f"hf-compress from the SparseGPT output + constant schedule + {kd_hidden}",
+            build_sparsegpt_hidden_kd,
+            True,
+            uses_llm_compressor=True,
+            extra=True,
+        ),
+        Pipeline(
+            "wanda_warm_hidden_kd",
+            4,
+            f"hf-compress Wanda one-shot (plugin) + constant schedule + {kd_hidden}",
+            build_wanda_warm_hidden_kd,
+            True,
             extra=True,
         ),
         Pipeline(
@@ -490,7 +533,7 @@ def write_results(path: str, header: dict, levels: list[Level], plan: list[Pipel
         return f"{value:.4f}" if value is not None else f"ppl {result.perplexity:.3f}"
 
     lines = [
-        "# Training-aware pruning vs the best pipeline available today",
+        f"## {header['title']}",
         "",
         f"Status: {'complete' if done else 'PARTIAL (run in progress or interrupted)'}. Date: {header['date']}. "
         f"Machine: {header['machine']}. torch {torch.__version__}, transformers {header['transformers']}, "
@@ -500,7 +543,7 @@ def write_results(path: str, header: dict, levels: list[Level], plan: list[Pipel
         "",
         header["setup"],
         "",
-        "## perplexity / perplexity(dense reference), lower is better",
+        "### perplexity / perplexity(dense reference), lower is better",
         "",
         "| pipeline | " + " | ".join(level.label for level in levels) + " |",
         "|---|" + "---|" * len(levels),
@@ -509,7 +552,7 @@ def write_results(path: str, header: dict, levels: list[Level], plan: list[Pipel
         lines.append(
             f"| {pipeline.family}. {pipeline.label} | " + " | ".join(cell(pipeline, lv) for lv in levels) + " |"
         )
-    lines += ["", "## Verdict", ""]
+    lines += ["", "### Verdict", ""]
     beaten = {}
     for level in levels:
         baseline = ratio(results.get(("sparsegpt_kd", level.label)))
@@ -539,16 +582,17 @@ def write_results(path: str, header: dict, levels: list[Level], plan: list[Pipel
         if first is not None and second is not None:
             lines.append(
                 f"- Noise: pipeline 3 + KD at {level.label} run with a second seed / data order gives {second:.4f} vs "
-                f"{first:.4f} ({100 * abs(second - first) / first:.2f}% apart); differences smaller than that are "
-                "within the noise of a single run."
+                f"{first:.4f} ({100 * abs(second - first) / first:.2f}% apart): one pair, so only a rough scale of the run-to-run "
+                "noise; differences of that size are not meaningful."
             )
     lines.append(
         f"- Goal (best hf-compress recipe beats pipeline 3 with KD at every sparsity): "
-        f"{'REACHED' if every else 'NOT reached'}{'' if done else ' so far'}."
+        f"{'REACHED on the raw numbers of this single run (compare the margins with the run-to-run noise)' if every else 'NOT reached'}"
+        f"{'' if done else ' so far'}."
     )
     lines += [
         "",
-        "## Measurements",
+        "### Measurements",
         "",
         f"Dense teacher before any recovery step: perplexity {header['teacher_ppl']:.4f}. Dense reference "
         f"(after R steps): {f'{reference:.4f}' if reference else 'pending'}.",
@@ -565,10 +609,26 @@ def write_results(path: str, header: dict, levels: list[Level], plan: list[Pipel
             f"| {key} | {label} | {result.perplexity:.4f} | {one_shot} | {result.sparsity:.2%} | {result.seconds:.0f} |"
         )
     if header["notes"]:
-        lines += ["", "## Notes", ""] + [f"- {note}" for note in header["notes"]]
+        lines += ["", "### Notes", ""] + [f"- {note}" for note in header["notes"]]
+    replace_section(path, header["section"], "\n".join(lines))
+
+
+def replace_section(path: str, section: str, text: str) -> None:
+    """Write ``text`` between this section's markers in ``path`` (appended when absent; other sections kept)."""
+    begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
+    document = f"{RESULTS_TITLE}\n"
+    if os.path.exists(path):
+        with open(path) as handle:
+            document = handle.read()
+    block = f"{begin}\n{text}\n{end}"
+    if begin in document and end in document:
+        head, rest = document.split(begin, 1)
+        document = head + block + rest.split(end, 1)[1]
+    else:
+        document = document.rstrip("\n") + "\n\n" + block + "\n"
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".tmp", "w") as handle:
-        handle.write("\n".join(lines) + "\n")
+        handle.write(document)
     os.replace(path + ".tmp", path)
 
 
@@ -604,6 +664,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
     parser.add_argument("--budget-minutes", type=float, default=35.0, help="skip runs that would not fit; 0 = none")
     parser.add_argument("--output", default=RESULTS)
+    parser.add_argument("--section", default="main", help="the run replaces only this section of --output")
+    parser.add_argument("--title", default="Main comparison", help="heading of the section")
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
     started = time.perf_counter()
@@ -656,6 +718,8 @@ def main() -> None:
         "machine": machine_description(),
         "transformers": __import__("transformers").__version__,
         "threads": options.threads,
+        "section": options.section,
+        "title": options.title,
         "llmc": llmc_version(),
         "command": command,
         "elapsed": "",
