@@ -26,12 +26,16 @@ import sys
 import time
 
 import torch
+from results_sections import write_section
 from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
 from hf_compress import DistillationCallback, DistillationConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "distillation.md")
+
+
+RESULTS_HEADER = "# Distillation benchmarks\n\n"
 
 
 def clock(device: str) -> float:
@@ -186,22 +190,8 @@ def main() -> None:
     lines.append("")
     key = f"overhead-{'cuda' if device.startswith('cuda') else 'cpu'}-{options.student}-{options.teacher}"
     key += "-bf16" if options.bf16 else ""
-    write_section(options.output, key, "\n".join(lines))
+    write_section(options.output, key, "\n".join(lines), RESULTS_HEADER)
     print("\n".join(lines))
-
-
-def write_section(path: str, key: str, body: str) -> None:
-    """Replace (or add) the section between ``<!-- key -->`` markers in the shared results file."""
-    begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    text = open(path).read() if os.path.exists(path) else "# Distillation benchmarks\n\n"
-    block = f"{begin}\n{body}\n{end}"
-    if begin in text and end in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    with open(path, "w") as handle:
-        handle.write(text)
 
 
 if __name__ == "__main__":

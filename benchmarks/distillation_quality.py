@@ -31,6 +31,7 @@ import sys
 import time
 
 import torch
+from results_sections import write_section
 from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
 
 from hf_compress import DistillationCallback, DistillationConfig, PruningCallback, PruningConfig
@@ -40,6 +41,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 WORK = os.path.join(HERE, "_work", "distillation")
 RESULTS = os.path.join(HERE, "results", "distillation.md")
 SEQ_LEN = 128
+
+
+RESULTS_HEADER = "# Distillation benchmarks\n\n"
 
 
 def corpus_bytes() -> torch.Tensor:
@@ -286,22 +290,8 @@ def main() -> None:
         "",
     ]
     key = f"quality-{device.type}" + ("-whole-corpus" if not options.train_windows else "")
-    write_section(options.output, key, "\n".join(lines))
+    write_section(options.output, key, "\n".join(lines), RESULTS_HEADER)
     print("\n".join(lines))
-
-
-def write_section(path: str, key: str, body: str) -> None:
-    """Replace (or add) the section between ``<!-- key -->`` markers in the shared results file."""
-    begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    text = open(path).read() if os.path.exists(path) else "# Distillation benchmarks\n\n"
-    block = f"{begin}\n{body}\n{end}"
-    if begin in text and end in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    with open(path, "w") as handle:
-        handle.write(text)
 
 
 if __name__ == "__main__":
