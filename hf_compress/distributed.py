@@ -32,6 +32,18 @@ def barrier() -> None:
         dist.barrier()
 
 
+def shutdown() -> None:
+    """Wait for every rank, then tear the process group down.
+
+    Call it last in a script run by ``accelerate launch``: a process that exits with gloo still up can abort
+    with "terminate called without an active exception" while its peer is mid-collective.
+    """
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     """In-place sum across ranks (identity when single-process)."""
     if is_distributed():

@@ -26,6 +26,7 @@ from transformers import (
 )
 
 import hf_compress  # hf_compress
+from hf_compress.distributed import shutdown  # hf_compress
 from hf_compress.recipes import CompressionArguments  # hf_compress
 
 
@@ -96,3 +97,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    shutdown()  # hf_compress: tear the process group down cleanly under accelerate launch

@@ -27,6 +27,7 @@ from transformers import (
 )
 
 import hf_compress
+from hf_compress.distributed import shutdown
 from hf_compress.recipes import CompressionArguments
 
 
@@ -89,3 +90,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    shutdown()  # tear the process group down cleanly under accelerate launch

@@ -19,7 +19,7 @@ from transformers import Trainer  # noqa: E402
 from conftest import LMDataset, tiny_llama, training_args  # noqa: E402
 from hf_compress import DistillationCallback, DistillationConfig  # noqa: E402
 from hf_compress.distillation.projections import LayerProjections  # noqa: E402
-from hf_compress.distributed import all_gather_objects, rank, world_size  # noqa: E402
+from hf_compress.distributed import all_gather_objects, rank, shutdown, world_size  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -58,3 +58,4 @@ def main(result_path: str, output_dir: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2])
+    shutdown()

@@ -17,7 +17,7 @@ from transformers import Trainer  # noqa: E402
 
 from conftest import LMDataset, tiny_llama, training_args  # noqa: E402
 from hf_compress import QATCallback, QATConfig, export  # noqa: E402
-from hf_compress.distributed import rank, world_size  # noqa: E402
+from hf_compress.distributed import rank, shutdown, world_size  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -36,3 +36,4 @@ def main(out: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    shutdown()
