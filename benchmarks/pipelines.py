@@ -50,7 +50,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from hf_compress import DistillationCallback, DistillationConfig, PruningCallback, PruningConfig
+from hf_compress import DistillationCallback, DistillationConfig, PruningCallback, PruningConfig, prune_one_shot
 from hf_compress.pruning.masks import apply_masks_
 from hf_compress.pruning.patterns import compute_mask
 from hf_compress.targets import find_target_modules, weight_out_in
@@ -284,13 +284,17 @@ class Context:
             model.load_state_dict(state)
         return model
 
-    def distillation(self, hidden_states: bool = False) -> DistillationCallback:
-        """Logit KD; with ``hidden_states``, also a cosine loss on the outputs of every block (student i -> teacher i)."""
+    def distillation(self, hidden_states: bool = False, alpha: float | None = None) -> DistillationCallback:
+        """Logit KD; with ``hidden_states``, also a cosine loss on the outputs of every block (student i -> teacher i).
+        ``alpha`` (weight of the distillation loss) defaults to ``--kd-alpha``."""
         extra = {}
         if hidden_states:
             extra = dict(layer_map={i: i for i in range(1, LAYERS + 1)}, hidden_loss="cosine", hidden_weight=1.0)
         config = DistillationConfig(
-            loss="kl", temperature=self.options.kd_temperature, alpha=self.options.kd_alpha, **extra
+            loss="kl",
+            temperature=self.options.kd_temperature,
+            alpha=self.options.kd_alpha if alpha is None else alpha,
+            **extra,
         )
         return DistillationCallback(self.teacher, config)
 
@@ -370,6 +374,40 @@ def build_sparsegpt50_ramp(level: Level, context: Context) -> Built:
     return model, [gradual(level, "wanda", context.options), context.distillation()]
 
 
+def build_builtin_sparsegpt(hidden_states: bool, alpha: float | None = None) -> Callable[[Level, Context], Built]:
+    """hf-compress alone: its own SparseGPT (``prune_one_shot``) on the same calibration windows, zeros held, KD."""
+
+    def build(level: Level, context: Context) -> Built:
+        model = context.student()
+        prune_one_shot(model, context.calibration_batches(), level.sparsity, level.pattern, method="sparsegpt")
+        return model, [hold(level), context.distillation(hidden_states=hidden_states, alpha=alpha)]
+
+    return build
+
+
+def first_stage(level: Level) -> tuple[float, str]:
+    """The one-shot start of the two-stage recipe: 6/7 of the target (70% -> 60%, 50% -> ~43%), or 3:4 for 2:4."""
+    if level.pattern != "unstructured":
+        keep, group = map(int, level.pattern.split(":"))
+        return 1 - (keep + 1) / group, f"{keep + 1}:{group}"
+    return round(level.sparsity * 6 / 7, 4), "unstructured"
+
+
+def build_two_stage_sparsegpt(level: Level, context: Context) -> Built:
+    """hf-compress alone, training-aware SparseGPT: one-shot SparseGPT to 6/7 of the target at train begin, then at
+    R/3 ``PruningCallback(criterion="sparsegpt")`` prunes the rest, compensating with the Hessians of the training
+    batches seen so far; zeros held throughout; KD as pipeline 3."""
+    sparsity, pattern = first_stage(level)
+    model = context.student()
+    # the same 128 calibration windows llm-compressor uses (OneShotPruningCallback would take train batches)
+    prune_one_shot(model, context.calibration_batches(), sparsity, pattern)
+    stage = round(context.options.recovery_steps / 3)
+    second = PruningCallback(
+        PruningConfig(**level.pruning_fields, schedule="one_shot", start=stage, end=stage, criterion="sparsegpt")
+    )
+    return model, [second, context.distillation()]
+
+
 @dataclass(frozen=True)
 class Pipeline:
     key: str
@@ -431,6 +469,36 @@ def pipelines(options) -> list[Pipeline]:
             build_sparsegpt50_ramp,
             levels=("70%",),
             uses_llm_compressor=True,
+        ),
+        Pipeline(
+            "builtin_sparsegpt_kd",
+            4,
+            f"hf-compress SparseGPT one-shot (built-in `prune_one_shot`) + constant schedule + {kd}",
+            build_builtin_sparsegpt(hidden_states=False),
+            True,
+        ),
+        Pipeline(
+            "two_stage_sparsegpt_kd",
+            4,
+            "hf-compress training-aware SparseGPT: built-in one-shot SparseGPT to 6/7 of the target (3:4 for 2:4), "
+            f"then `criterion='sparsegpt'` prunes the rest at R/3 with reconstruction + {kd}",
+            build_two_stage_sparsegpt,
+            True,
+            priority=0,
+        ),
+        Pipeline(
+            "builtin_sparsegpt_hidden_kd",
+            4,
+            f"hf-compress SparseGPT one-shot (built-in) + constant schedule + {kd_hidden}",
+            build_builtin_sparsegpt(hidden_states=True),
+            True,
+        ),
+        Pipeline(
+            "builtin_sparsegpt_hidden_pure_kd",
+            4,
+            f"hf-compress SparseGPT one-shot (built-in) + constant schedule + {kd_hidden.replace(f'alpha={options.kd_alpha:g}', 'alpha=1')}",
+            build_builtin_sparsegpt(hidden_states=True, alpha=1.0),
+            True,
         ),
         Pipeline(
             "gradual_movement_kd",

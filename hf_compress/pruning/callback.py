@@ -105,6 +105,8 @@ class PruningCallback(TrainerCallback):
             raise ValueError(f"config must be a PruningConfig; got {type(config).__name__}")
         self.config = config
         self.pattern = config.normalized_pattern
+        # a throwaway instance checks criterion_kwargs now, not at train begin
+        get_registry().get("pruning_criterion", config.criterion)(seed=config.seed, **(config.criterion_kwargs or {}))
         self.masks: dict[str, torch.Tensor] = {}
         self.modules: dict[str, nn.Module] = {}
         self.criterion: PruningCriterion | None = None
@@ -279,6 +281,9 @@ class PruningCallback(TrainerCallback):
             for group, pruned in zip(pool, select_global(score_fns, int(round(target * total)))):
                 self._apply_pruned_units(group, pruned)
         self._agree_across_ranks()
+        if self.criterion.updates_weights:  # e.g. sparsegpt: compensate the removed weights with the kept ones
+            for name, module in self.modules.items():
+                self.criterion.update_weights(name, module, self.masks[name])
         self.last_update_step = step
         self._refresh_statistics()
 

@@ -11,6 +11,7 @@ drives it through these calls, in this order:
 4. Before each mask update: when ``data_dependent`` is True, every tensor of ``criterion.local_statistics()`` is
    all-reduced in place (mean over ranks) so all ranks choose the same masks; then ``criterion.scores(name, module)``
    gives a float ``[out, in]`` tensor per module (Conv1D weights are transposed for you by ``weight_out_in``).
+   Then, when ``updates_weights`` is True, ``criterion.update_weights(name, module, keep)`` for every module.
 5. ``state_dict()`` / ``load_state_dict(tensors)`` on save / resume (tensors only, stored as safetensors).
 6. ``detach()`` at train end: remove every hook.
 
@@ -67,10 +68,13 @@ class PruningCriterion:
         data_dependent (`bool`): scores depend on each rank's data (activations, gradients of local batches); the
             callback then all-reduces :meth:`local_statistics` (mean) before choosing masks.
         uses_gradients (`bool`): the callback calls :meth:`on_gradients` once per optimizer step.
+        updates_weights (`bool`): after each mask update (masks agreed across ranks), the callback calls
+            :meth:`update_weights` for every module, e.g. to compensate removed weights (``sparsegpt``).
     """
 
     data_dependent: bool = False
     uses_gradients: bool = False
+    updates_weights: bool = False
 
     def __init__(self, *, seed: int = 0, **options) -> None:
         if options:
@@ -86,6 +90,9 @@ class PruningCriterion:
 
     def on_gradients(self, modules: dict[str, nn.Module]) -> None:
         """Read ``module.weight.grad`` of each module (once per optimizer step)."""
+
+    def update_weights(self, name: str, module: nn.Module, keep: torch.Tensor) -> None:
+        """Change the module's weights given its new ``[out, in]`` keep mask (only when ``updates_weights``)."""
 
     def local_statistics(self) -> dict[str, torch.Tensor]:
         """Tensors that depend on this rank's data; all-reduced in place (mean) before masks are chosen."""

@@ -40,6 +40,14 @@ def mask_in_storage_layout(
 
 
 @torch.no_grad()
+def write_weight_(module: nn.Module, weight: torch.Tensor) -> None:
+    """Copy a full ``[out, in]`` weight into the module (Conv1D: transposed; FSDP2: this rank's shard only)."""
+    storage = weight.t() if is_conv1d(module) else weight
+    local = local_tensor(module.weight.data)
+    local.copy_(shard_like(storage, module.weight).to(device=local.device, dtype=local.dtype))
+
+
+@torch.no_grad()
 def apply_masks_(modules: dict[str, nn.Module], masks: dict[str, torch.Tensor]) -> None:
     """Zero the pruned weights in place: ``weight *= mask`` for every module named in both dicts."""
     for name, mask in masks.items():

@@ -7,11 +7,12 @@ grid is stored as 4-bit (b <= 4) or 8-bit: its integers are a subset of the wide
 Per-tensor grids are stored per channel (the same scale repeated). With activation quantization, weights are stored
 as 8-bit (W8A8).
 
-Sparsity: compressed-tensors 0.20 (installed here) removed its sparse compressors (``sparse-bitmask``,
-``sparse-24-bitmask``; ``ModelCompressor.update_config`` writes an empty ``sparsity_config``), so a sparse model is
-stored in the quantized format above, where pruned zeros stay exactly zero (0 is on every grid), and its sparsity
+Sparsity: compressed-tensors removed its sparse compressors (``sparse-bitmask``, ``sparse-24-bitmask``) in 0.15,
+and transformers 5.x refuses compressed-tensors older than 0.15; llm-compressor 0.14 itself now warns "Sparse
+compression is no longer supported by compressed-tensors" and writes sparse models without it. So a sparse model
+is stored in the quantized format above, where pruned zeros stay exactly zero (0 is on every grid), and its sparsity
 is recorded as a ``dense``-format ``SparsityCompressionConfig`` (``global_sparsity``, ``sparsity_structure``) that
-vLLM reads but does not act on.
+vLLM reads but does not act on: what llm-compressor writes for the same model.
 
 compressed-tensors quantizes ``nn.Linear`` (and embeddings) only, and vLLM transposes GPT-2's ``Conv1D`` weights as
 it loads them, so models with quantized Conv1D layers are refused before anything is written.

@@ -85,7 +85,7 @@ def test_final_sparsity_matches_target(family, pattern, tmp_path):
         assert type(reloaded) is type(model)
 
 
-@pytest.mark.parametrize("criterion", ["magnitude", "movement", "random"])
+@pytest.mark.parametrize("criterion", ["magnitude", "movement", "random", "sparsegpt"])
 def test_criteria_reach_target_on_gpt2_conv1d(criterion, tmp_path):
     config = PruningConfig(target_sparsity=0.7, criterion=criterion, start=0, end=10, frequency=5)
     _, pruning, _ = train(tiny_gpt2(0), "gpt2", tmp_path, config, max_steps=12)
@@ -165,8 +165,9 @@ def test_movement_reads_gradients_once_per_optimizer_step_under_accumulation(tmp
         assert agreement > 0.995, (name, agreement)
 
 
-def test_resume_from_checkpoint_ends_with_identical_weights(tmp_path):
-    config = PruningConfig(target_sparsity=0.6, criterion="movement", start=2, end=16, frequency=3)
+@pytest.mark.parametrize("criterion", ["movement", "sparsegpt"])
+def test_resume_from_checkpoint_ends_with_identical_weights(tmp_path, criterion):
+    config = PruningConfig(target_sparsity=0.6, criterion=criterion, start=2, end=16, frequency=3)
     common = dict(max_steps=20, save_strategy="steps", save_steps=10)
     trainer, _, _ = train(tiny_gpt2(0), "gpt2", tmp_path / "full", config, **common)
     checkpoint = tmp_path / "full" / "run" / "checkpoint-10"

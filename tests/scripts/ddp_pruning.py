@@ -1,7 +1,9 @@
 """Run under `accelerate launch --multi_gpu --num_processes 2 ddp_pruning.py OUT_DIR` (CPU, gloo).
 
 Each rank writes OUT_DIR/rank<r>.txt: one line per mask update with a SHA-256 of every mask, then the count of
-cross-rank mask divergences, then the result of the FSDP2 shard-picking check. tests/pruning/test_ddp.py compares them.
+cross-rank mask divergences, the result of the FSDP2 shard-picking check, then hashes of the masks and weights
+after a SparseGPT one-shot (OneShotPruningCallback) and a "sparsegpt"-criterion update on each rank's own batches.
+tests/pruning/test_ddp.py compares them.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from transformers import Trainer, TrainerCallback  # noqa: E402
 
-from conftest import dataset_for, tiny_gpt2, training_args  # noqa: E402
-from hf_compress import PruningCallback, PruningConfig, distributed  # noqa: E402
+from conftest import dataset_for, tiny_gpt2, tiny_llama, training_args  # noqa: E402
+from hf_compress import OneShotPruningCallback, PruningCallback, PruningConfig, distributed  # noqa: E402
 from hf_compress.pruning.masks import apply_masks_, mask_in_storage_layout  # noqa: E402
 
 
@@ -65,6 +67,30 @@ def check_fsdp_shard_picking(lines: list[str]) -> None:
     lines.append(f"fsdp_shard_mask {'ok' if ok else 'WRONG'}")
 
 
+def check_one_shot(out_dir: str, lines: list[str]) -> None:
+    """SparseGPT at train begin, calibrated on each rank's own batches, then criterion "sparsegpt" on training
+    batches: Hessians are averaged, so every rank must end with the same masks and weights (DDP does not re-sync
+    parameters after wrapping)."""
+    one_shot = OneShotPruningCallback(sparsity=0.5, pattern="3:4", calibration_batches=2)
+    # then, after 2 steps of training-batch Hessians (all-reduced), criterion "sparsegpt" prunes on to 2:4
+    hold = PruningCallback(
+        PruningConfig(target_sparsity=0.5, pattern="2:4", schedule="one_shot", start=2, end=2, criterion="sparsegpt")
+    )
+    model = tiny_llama(0)
+    trainer = Trainer(
+        model=model,
+        args=training_args(os.path.join(out_dir, "one_shot"), max_steps=3, per_device_train_batch_size=4),
+        train_dataset=dataset_for("llama", n=64),
+        callbacks=[one_shot, hold],
+    )
+    trainer.train()
+    weights = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()
+    two_four = all(int((w.reshape(w.shape[0], -1, 4) != 0).sum(-1).max()) <= 2 for w in hold.masks.values())
+    lines.append(
+        f"one_shot masks {masks_digest(hold.masks)} weights {weights} 2:4 {two_four} layers {len(hold.masks)}"
+    )
+
+
 def main(out_dir: str) -> None:
     torch.set_num_threads(1)
     lines: list[str] = []
@@ -83,6 +109,7 @@ def main(out_dir: str) -> None:
         f"final_sparsity {1 - sum(int(m.sum()) for m in pruning.masks.values()) / sum(m.numel() for m in pruning.masks.values()):.6f}"
     )
     check_fsdp_shard_picking(lines)
+    check_one_shot(out_dir, lines)
     with open(os.path.join(out_dir, f"rank{distributed.rank()}.txt"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
 

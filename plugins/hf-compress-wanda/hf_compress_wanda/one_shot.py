@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
-from transformers import TrainerCallback
 
 from hf_compress.config_base import check_number
 from hf_compress.distributed import all_reduce_mean_, unwrap_model
-from hf_compress.pruning.masks import apply_masks_, mask_sparsity
+from hf_compress.pruning.masks import apply_masks_
+from hf_compress.pruning.one_shot import CalibratedOneShotCallback
 from hf_compress.pruning.patterns import compute_mask, validate_pattern
 from hf_compress.targets import find_target_modules
 from hf_compress_wanda.criterion import WandaCriterion
@@ -92,7 +91,7 @@ def prune_one_shot(
     return masks
 
 
-class WandaOneShotCallback(TrainerCallback):
+class WandaOneShotCallback(CalibratedOneShotCallback):
     """Prunes once with Wanda at train begin, from the first ``calibration_batches`` batches of the train dataloader.
 
     Pair it with ``PruningCallback(PruningConfig(schedule="constant", target_sparsity=same))`` to hold the zeros
@@ -100,6 +99,9 @@ class WandaOneShotCallback(TrainerCallback):
 
     Recipe form: ``callbacks: [{name: wanda_one_shot, sparsity: 0.5, pattern: "2:4", calibration_batches: 8}]``.
     """
+
+    name = "wanda_one_shot"
+    log_key = "wanda_one_shot_sparsity"
 
     def __init__(
         self,
@@ -111,26 +113,19 @@ class WandaOneShotCallback(TrainerCallback):
         exclude: Sequence[str] | None = None,
     ) -> None:
         check_number("sparsity", sparsity, low=0.0, high=1.0, high_inclusive=False)
-        check_number("calibration_batches", calibration_batches, low=1, integer=True)
         if comparison not in COMPARISON_GROUPS:
             raise ValueError(
                 f"comparison must be one of {', '.join(map(repr, COMPARISON_GROUPS))}; got {comparison!r}"
             )
+        super().__init__(calibration_batches)
         self.sparsity = sparsity
         self.pattern = validate_pattern(pattern)
-        self.calibration_batches = calibration_batches
         self.comparison = comparison
         self.targets = targets
         self.exclude = exclude
-        self.masks: dict[str, torch.Tensor] = {}
 
-    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
-        if state.global_step > 0:
-            return  # resumed: the checkpoint already holds the pruned weights
-        if train_dataloader is None:
-            raise ValueError("wanda_one_shot needs the Trainer's train_dataloader for calibration batches")
-        batches = itertools.islice(iter(train_dataloader), self.calibration_batches)
-        self.masks = prune_one_shot(
+    def prune(self, model, batches):
+        return prune_one_shot(
             model,
             batches,
             self.sparsity,
@@ -139,9 +134,3 @@ class WandaOneShotCallback(TrainerCallback):
             targets=self.targets,
             exclude=self.exclude,
         )
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is not None and self.masks:
-            total = sum(m.numel() for m in self.masks.values())
-            pruned = sum(m.numel() * mask_sparsity(m) for m in self.masks.values())
-            logs["wanda_one_shot_sparsity"] = pruned / total

@@ -112,6 +112,10 @@ def test_one_shot_callback_then_constant_schedule_keeps_the_mask(tmp_path):
     for name, mask in one_shot.masks.items():
         weight = dict(model.named_modules())[name].weight
         assert torch.all(weight[~mask] == 0), name
+    logged = [
+        entry["wanda_one_shot_sparsity"] for entry in trainer.state.log_history if "wanda_one_shot_sparsity" in entry
+    ]
+    assert logged and logged[0] == pytest.approx(0.5, abs=1e-3)
 
 
 def test_bad_input():

@@ -1,0 +1,280 @@
+"""One-shot pruning from calibration batches, before (or instead of) gradual pruning.
+
+``method="sparsegpt"`` removes weights and updates the rest to reconstruct each layer's outputs (see
+:mod:`hf_compress.pruning.reconstruction`); ``method="magnitude"`` only removes the smallest weights. SparseGPT runs
+block by block: the layers of transformer block ``k`` see inputs produced by blocks ``0..k-1`` as already pruned, as
+in the paper and llm-compressor. A one-shot mask is a good start for fine-tuning: hold it with
+``PruningCallback(PruningConfig(schedule="constant", ...))`` and recover with ``DistillationCallback``.
+
+```python
+from hf_compress import DistillationCallback, DistillationConfig, PruningCallback, PruningConfig, prune_one_shot
+
+prune_one_shot(model, calibration_batches, sparsity=0.7)  # or pattern="2:4"
+trainer = Trainer(model=model, args=args, train_dataset=train_dataset, callbacks=[
+    PruningCallback(PruningConfig(target_sparsity=0.7, schedule="constant")),
+    DistillationCallback(teacher, DistillationConfig(alpha=0.5, temperature=2.0)),
+])
+trainer.train()
+```
+
+Inside a Trainer (calibration batches taken from its train dataloader), or in a recipe
+(``callbacks: [{name: one_shot_pruning, sparsity: 0.7}]``), use :class:`OneShotPruningCallback`, listed before
+``PruningCallback``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+from transformers import TrainerCallback
+
+from hf_compress.config_base import check_choice, check_number
+from hf_compress.distributed import all_reduce_mean_, full_tensor, local_tensor, unwrap_model
+from hf_compress.pruning.masks import apply_masks_, mask_sparsity, write_weight_
+from hf_compress.pruning.patterns import check_pattern_fits, compute_mask, pattern_final_sparsity, validate_pattern
+from hf_compress.pruning.reconstruction import reconstruct_pruned
+from hf_compress.targets import find_target_modules, in_out_features, weight_out_in
+from hf_compress.trainer_logs import add_to_logs, run_before_reporters
+
+logger = logging.getLogger(__name__)
+
+ONE_SHOT_METHODS = ("sparsegpt", "magnitude")
+_BLOCK = re.compile(r"^(.*?\.\d+)(?:\.|$)")
+
+
+class _BlockDone(Exception):
+    """Raised after the block being calibrated ran: the rest of the forward pass is not needed."""
+
+
+def _blocks(model: nn.Module, modules: dict[str, nn.Module]) -> list[tuple[str, list[str]]]:
+    """Target module names grouped by transformer block (the first numbered path, e.g. ``model.layers.3``), in
+    forward order; modules outside numbered blocks form one group each, after the blocks."""
+    groups: dict[str, list[str]] = {}
+    for name in modules:
+        match = _BLOCK.match(name)
+        groups.setdefault(match.group(1) if match else name, []).append(name)
+    return sorted(groups.items(), key=lambda item: _BLOCK.match(item[0]) is None)
+
+
+def _check_inputs(sparsity: float, pattern: str, method: str, block_size: int, dampening: float) -> str:
+    check_number("sparsity", sparsity, low=0.0, high=1.0, high_inclusive=False)
+    check_choice("method", method, ONE_SHOT_METHODS)
+    check_number("block_size", block_size, low=1, integer=True)
+    check_number("dampening", dampening, low=0.0)
+    pattern = validate_pattern(pattern)
+    if pattern != "unstructured" and ":" not in pattern:
+        raise ValueError(f"pattern must be 'unstructured' or an N:M pattern such as '2:4'; got {pattern!r}")
+    return pattern
+
+
+@torch.no_grad()
+def _input_hessians(
+    model: nn.Module, names: list[str], modules: dict[str, nn.Module], batches: list[dict], block: nn.Module | None
+) -> dict[str, torch.Tensor]:
+    """``sum x x^T`` over every calibration token entering each named module (mean over ranks)."""
+    hessians = {name: None for name in names}
+
+    def accumulate(name):
+        def hook(module, inputs, output):
+            flat = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()
+            product = flat.t() @ flat
+            hessians[name] = product if hessians[name] is None else hessians[name].add_(product)
+
+        return hook
+
+    def stop(module, inputs, output):
+        raise _BlockDone
+
+    hooks = [modules[name].register_forward_hook(accumulate(name)) for name in names]
+    if block is not None:
+        hooks.append(block.register_forward_hook(stop))
+    try:
+        for batch in batches:
+            try:
+                model(**batch)
+            except _BlockDone:
+                pass
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for name, hessian in hessians.items():
+        if hessian is None:
+            raise ValueError(f"calibration: module {name!r} received no input during the calibration forward passes")
+        all_reduce_mean_(hessian)
+    return hessians
+
+
+@torch.no_grad()
+def prune_one_shot(
+    model: nn.Module,
+    calibration_batches: Iterable[Mapping[str, torch.Tensor]],
+    sparsity: float = 0.5,
+    pattern: str = "unstructured",
+    *,
+    method: str = "sparsegpt",
+    targets: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    block_size: int = 128,
+    dampening: float = 0.01,
+) -> dict[str, torch.Tensor]:
+    """Prune ``model`` in place, once; return the keep masks (``{module name: bool [out, in]}``).
+
+    Args:
+        model (`nn.Module`): a transformers model (or one wrapped by DDP / a PeftModel); its targeted Linear and
+            Conv1D weights are changed in place.
+        calibration_batches: model inputs (dicts of tensors; ``labels`` are dropped). SparseGPT runs them once per
+            transformer block; magnitude ignores them.
+        sparsity (`float`): fraction removed in every layer, in [0, 1). N:M patterns remove ``1 - N/M``.
+        pattern (`str`): ``"unstructured"`` or an N:M pattern such as ``"2:4"``.
+        method (`str`): ``"sparsegpt"`` (reconstruct the layer outputs) or ``"magnitude"``.
+        targets / exclude: regexes of module names, as in ``PruningConfig``.
+        block_size (`int`): SparseGPT columns whose masks are chosen together (128 in the paper).
+        dampening (`float`): SparseGPT ridge, a fraction of the mean diagonal of each layer's input Hessian.
+
+    Under ``accelerate launch`` every rank calls it with its own batches: the Hessians are averaged across ranks, so
+    every rank ends with the same weights.
+    """
+    pattern = _check_inputs(sparsity, pattern, method, block_size, dampening)
+    inner = unwrap_model(model)
+    modules = find_target_modules(inner, targets, exclude)
+    if not modules:
+        raise ValueError("targets/exclude: no Linear or Conv1D module of the model is selected for pruning")
+    for name, module in modules.items():
+        check_pattern_fits(pattern, name, in_out_features(module)[0])
+    if method == "magnitude":
+        masks = {
+            name: compute_mask(weight_out_in(full_tensor(m.weight.detach()), m).abs().float(), sparsity, pattern)
+            for name, m in modules.items()
+        }
+        apply_masks_(modules, masks)
+        return masks
+
+    device = next(inner.parameters()).device
+    batches = [
+        {key: value.to(device) for key, value in batch.items() if key != "labels" and torch.is_tensor(value)}
+        for batch in calibration_batches
+    ]
+    if not batches:
+        raise ValueError("calibration_batches: SparseGPT needs at least one batch of model inputs")
+    was_training, use_cache = inner.training, getattr(inner.config, "use_cache", None)
+    inner.eval()
+    if use_cache is not None:
+        inner.config.use_cache = False
+    masks = {}
+    try:
+        for block_name, names in _blocks(inner, modules):
+            block = dict(inner.named_modules()).get(block_name) if block_name not in modules else None
+            hessians = _input_hessians(inner, names, modules, batches, block)
+            for name in names:
+                module = modules[name]
+                weight = weight_out_in(full_tensor(module.weight.detach()), module).float()
+                pruned, masks[name] = reconstruct_pruned(
+                    weight, hessians.pop(name), sparsity, pattern, block_size=block_size, dampening=dampening
+                )
+                write_weight_(module, pruned)
+            logger.debug("SparseGPT pruned %s (%d layers)", block_name, len(names))
+    finally:
+        inner.train(was_training)
+        if use_cache is not None:
+            inner.config.use_cache = use_cache
+    return masks
+
+
+class CalibratedOneShotCallback(TrainerCallback):
+    """Base of callbacks that prune once at train begin from the first ``calibration_batches`` batches of the
+    Trainer's train dataloader (each rank its own); plugins' one-shot pruners subclass it too.
+
+    Subclasses set ``name`` (recipe name, also the log key prefix) and implement :meth:`prune`. On resume
+    (``global_step > 0``) nothing happens: the checkpoint holds the pruned weights. The share of pruned weights is
+    logged under ``log_key``.
+    """
+
+    name = "one_shot"
+    log_key = "one_shot_sparsity"
+
+    def __init__(self, calibration_batches: int = 8) -> None:
+        check_number("calibration_batches", calibration_batches, low=1, integer=True)
+        self.calibration_batches = calibration_batches
+        self.masks: dict[str, torch.Tensor] = {}
+
+    def prune(self, model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def before_pruning(self, model: nn.Module) -> None:
+        """A check on the model right before :meth:`prune` (nothing by default)."""
+
+    def on_init_end(self, args, state, control, **kwargs):
+        run_before_reporters(self)
+
+    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
+        run_before_reporters(self)
+        if state.global_step > 0:
+            return
+        if train_dataloader is None:
+            raise ValueError(f"{self.name} needs the Trainer's train_dataloader for its calibration batches")
+        self.before_pruning(model)
+        self.masks = self.prune(model, itertools.islice(iter(train_dataloader), self.calibration_batches))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and self.masks:
+            total = sum(mask.numel() for mask in self.masks.values())
+            pruned = sum(mask.numel() * mask_sparsity(mask) for mask in self.masks.values())
+            add_to_logs(state, logs, {self.log_key: pruned / total})
+
+
+class OneShotPruningCallback(CalibratedOneShotCallback):
+    """Prunes once at train begin with :func:`prune_one_shot`, calibrated on the first ``calibration_batches``
+    batches of the Trainer's train dataloader (each rank its own; Hessians are averaged across ranks).
+
+    List it before ``PruningCallback(PruningConfig(schedule="constant", target_sparsity=same))``, which then holds
+    the zeros through fine-tuning. On resume (``global_step > 0``) it does nothing: the checkpoint holds the pruned
+    weights. Recipe form: ``callbacks: [{name: one_shot_pruning, sparsity: 0.7, calibration_batches: 16}]``.
+    """
+
+    name = "one_shot_pruning"
+    log_key = "one_shot_sparsity"
+
+    def __init__(
+        self,
+        sparsity: float = 0.5,
+        pattern: str = "unstructured",
+        method: str = "sparsegpt",
+        calibration_batches: int = 8,
+        targets: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        block_size: int = 128,
+        dampening: float = 0.01,
+    ) -> None:
+        self.pattern = _check_inputs(sparsity, pattern, method, block_size, dampening)
+        super().__init__(calibration_batches)
+        self.sparsity, self.method = sparsity, method
+        self.targets, self.exclude, self.block_size, self.dampening = targets, exclude, block_size, dampening
+
+    def before_pruning(self, model: nn.Module) -> None:
+        modules = find_target_modules(unwrap_model(model), self.targets, self.exclude)
+        zeros = sum(int((local_tensor(m.weight.data) == 0).sum()) for m in modules.values())
+        total = sum(local_tensor(m.weight.data).numel() for m in modules.values())
+        requested = pattern_final_sparsity(self.pattern) or self.sparsity
+        if total and requested > 0 and zeros / total >= requested:
+            raise ValueError(
+                f"one_shot_pruning: the targeted weights are already {zeros / total:.1%} zero at train begin; list "
+                "OneShotPruningCallback before PruningCallback in callbacks=[...] so it prunes the dense model"
+            )
+
+    def prune(self, model, batches):
+        return prune_one_shot(
+            model,
+            batches,
+            self.sparsity,
+            self.pattern,
+            method=self.method,
+            targets=self.targets,
+            exclude=self.exclude,
+            block_size=self.block_size,
+            dampening=self.dampening,
+        )
