@@ -9,11 +9,13 @@ steps, at 70%, 50% and 2:4 sparsity of every Linear of the model body (the LM he
 3. llm-compressor's SparseGPT one-shot (run in its own venv by ``benchmarks/pipelines_sparsegpt.py``), then ``R``
    steps with the zeros held, without and with logit distillation from the teacher;
 4. hf-compress: ``PruningCallback`` gradual pruning + ``DistillationCallback`` over the same ``R`` steps (magnitude
-   and Wanda criteria), and warm starts from a one-shot mask (the Wanda plugin's ``prune_one_shot``, and
-   SparseGPT's 50% output ramped on to 70%).
+   and Wanda criteria), warm starts from a one-shot mask (the Wanda plugin's ``prune_one_shot``, SparseGPT's 50%
+   output ramped on to 70%), hf-compress's own SparseGPT (``prune_one_shot``) + constant schedule + KD, and the
+   two-stage training-aware SparseGPT (one-shot to 6/7 of the target, then ``criterion="sparsegpt"`` at R/3).
 
 Zeros are held by ``PruningCallback(schedule="constant")``: it keeps the zeros the model starts with. Every KD run
-uses the same ``DistillationConfig``. The teacher is a byte-level Llama (4 layers, width 256, vocab 256, seq 128)
+uses the same logit KD (``--kd-temperature``, ``--kd-alpha``); the "hidden" variants add cosine terms on the block
+outputs. The teacher is a byte-level Llama (4 layers, width 256, vocab 256, seq 128)
 trained here on ``pydoc_data.topics`` (ships with CPython), every 20th window held out; it is cached under
 ``benchmarks/_work/pipelines/`` (train it once with ``--teacher-only``). The run writes its Markdown after every
 pipeline (only its own ``--section`` of the file), so a cut run still leaves what it measured; a time budget skips
@@ -24,7 +26,9 @@ what would not fit, and says so.
     # follow-up: KD with hidden states too, in its own section of the results file
     python benchmarks/pipelines.py --only sparsegpt_kd,sparsegpt_hidden_kd,wanda_warm_hidden_kd \
         --section hidden_kd --title "Follow-up run: KD with hidden states"
-    python benchmarks/pipelines.py --recovery-steps 300 --batch-size 16 --threads 2 --budget-minutes 0  # as issued
+    # R = 300 (the issue's budget), one sparsity level per process, three processes side by side:
+    python benchmarks/pipelines.py --recovery-steps 300 --levels 0.7 --budget-minutes 0 \
+        --only dense,magnitude,sparsegpt,sparsegpt_kd,two_stage_sparsegpt_kd --section r300_0_7 --title "R = 300, 70%"
 """
 
 from __future__ import annotations
@@ -395,13 +399,13 @@ def first_stage(level: Level) -> tuple[float, str]:
 
 def build_two_stage_sparsegpt(level: Level, context: Context) -> Built:
     """hf-compress alone, training-aware SparseGPT: one-shot SparseGPT to 6/7 of the target at train begin, then at
-    R/3 ``PruningCallback(criterion="sparsegpt")`` prunes the rest, compensating with the Hessians of the training
-    batches seen so far; zeros held throughout; KD as pipeline 3."""
+    ``--stage-fraction`` x R (default R/3) ``PruningCallback(criterion="sparsegpt")`` prunes the rest, compensating
+    with the Hessians of the training batches seen so far; zeros held throughout; KD as pipeline 3."""
     sparsity, pattern = first_stage(level)
     model = context.student()
     # the same 128 calibration windows llm-compressor uses (OneShotPruningCallback would take train batches)
     prune_one_shot(model, context.calibration_batches(), sparsity, pattern)
-    stage = round(context.options.recovery_steps / 3)
+    stage = round(context.options.recovery_steps * context.options.stage_fraction)
     second = PruningCallback(
         PruningConfig(**level.pruning_fields, schedule="one_shot", start=stage, end=stage, criterion="sparsegpt")
     )
@@ -481,10 +485,28 @@ def pipelines(options) -> list[Pipeline]:
             "two_stage_sparsegpt_kd",
             4,
             "hf-compress training-aware SparseGPT: built-in one-shot SparseGPT to 6/7 of the target (3:4 for 2:4), "
-            f"then `criterion='sparsegpt'` prunes the rest at R/3 with reconstruction + {kd}",
+            f"then `criterion='sparsegpt'` prunes the rest at {options.stage_fraction:.3g}R with reconstruction + {kd}",
             build_two_stage_sparsegpt,
             True,
             priority=0,
+        ),
+        Pipeline(
+            "two_stage_sparsegpt_kd_seed1",
+            4,
+            "noise probe: the two-stage recipe again with another data order and seed (1)",
+            build_two_stage_sparsegpt,
+            True,
+            priority=9,
+            seed=1,
+        ),
+        Pipeline(
+            "builtin_sparsegpt_hidden_kd_seed1",
+            4,
+            "noise probe: built-in SparseGPT + constant + KD with hidden states, another data order and seed (1)",
+            build_builtin_sparsegpt(hidden_states=True),
+            True,
+            priority=9,
+            seed=1,
         ),
         Pipeline(
             "builtin_sparsegpt_hidden_kd",
@@ -531,7 +553,6 @@ def pipelines(options) -> list[Pipeline]:
             "noise probe: pipeline 3 + KD again with another data order and seed (1)",
             build_sparsegpt_kd,
             True,
-            levels=("70%",),
             uses_llm_compressor=True,
             priority=9,
             seed=1,
@@ -550,6 +571,32 @@ class Result:
 
 
 def run_pipeline(pipeline: Pipeline, level: Level, context: Context) -> Result:
+    if pipeline.key == "dense":
+        return dense_reference(pipeline, level, context)
+    return train_pipeline(pipeline, level, context)
+
+
+def dense_reference(pipeline: Pipeline, level: Level, context: Context) -> Result:
+    """The dense run is deterministic for given settings: computed once, cached beside the teacher, reused."""
+    options = context.options
+    tag = f"dense-R{options.recovery_steps}-b{options.batch_size}-lr{options.lr:g}-s{pipeline.seed}.json"
+    path = os.path.join(context.teacher_path, tag)
+    if os.path.exists(path):
+        with open(path) as handle:
+            cached = json.load(handle)
+        context.notes.append(
+            f"Dense reference reused from an earlier run with the same settings (`{os.path.relpath(path, HERE)}`, "
+            f"measured {cached['date']}; CPU training is deterministic here, so rerunning gives the same number)."
+        )
+        return Result(cached["perplexity"], None, 0.0, cached["seconds"])
+    result = train_pipeline(pipeline, level, context)
+    with open(path, "w") as handle:
+        date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+        json.dump({"perplexity": result.perplexity, "seconds": result.seconds, "date": date}, handle)
+    return result
+
+
+def train_pipeline(pipeline: Pipeline, level: Level, context: Context) -> Result:
     torch.manual_seed(0)
     model, callbacks = pipeline.build(level, context)
     after_one_shot = perplexity(model, context.options.held_out) if pipeline.one_shot_before_training else None
@@ -726,6 +773,7 @@ def main() -> None:
     parser.add_argument("--extras", action="store_true", help="also run the extra recipes (gradual movement)")
     parser.add_argument("--gradual-end", type=float, default=0.7, help="end of the ramp, fraction of R")
     parser.add_argument("--frequency", type=int, default=10, help="optimizer steps between mask updates")
+    parser.add_argument("--stage-fraction", type=float, default=1 / 3, help="two-stage recipe: second stage at")
     parser.add_argument("--kd-temperature", type=float, default=2.0)
     parser.add_argument("--kd-alpha", type=float, default=0.5)
     parser.add_argument("--calibration-windows", type=int, default=128, help="SparseGPT / Wanda calibration windows")

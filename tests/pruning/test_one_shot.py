@@ -215,3 +215,21 @@ def test_sparsegpt_criterion_in_a_trainer_holds_the_target_and_warns_at_a_step_z
     assert not any(module._forward_hooks for module in find_target_modules(model).values())
     with pytest.raises(ValueError, match="criterion_kwargs.dampening"):
         PruningCallback(PruningConfig(target_sparsity=0.5, criterion="sparsegpt", criterion_kwargs={"dampening": -1}))
+
+
+def test_two_stage_recipe_one_shot_then_sparsegpt_criterion_keeps_the_first_zeros(tmp_path):
+    model = tiny_llama()
+    one_shot = OneShotPruningCallback(sparsity=0.3, calibration_batches=2)
+    second = PruningCallback(
+        PruningConfig(target_sparsity=0.5, schedule="one_shot", start=0.5, end=0.5, criterion="sparsegpt")
+    )
+    trainer = Trainer(
+        model=model, args=training_args(tmp_path, max_steps=8), train_dataset=LMDataset(), callbacks=[one_shot, second]
+    )
+    trainer.train()
+    assert second.last_update_step == 4
+    modules = find_target_modules(model)
+    for name, first_keep in one_shot.masks.items():
+        weight = weight_out_in(modules[name].weight.detach(), modules[name])
+        assert not (weight[~first_keep] != 0).any(), f"{name}: a one-shot zero came back"
+        assert float((weight == 0).float().mean()) == pytest.approx(0.5, abs=2e-3), name
