@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
@@ -34,10 +35,11 @@ from torch import nn
 from transformers import TrainerCallback
 
 from hf_compress.config_base import check_choice, check_number
-from hf_compress.distributed import all_reduce_mean_, full_tensor, local_tensor, unwrap_model
-from hf_compress.pruning.masks import apply_masks_, mask_sparsity, write_weight_
+from hf_compress.distributed import all_reduce_mean_, full_tensor, unwrap_model
+from hf_compress.pruning.masks import apply_masks_, mask_sparsity, module_sparsity, write_weight_
 from hf_compress.pruning.patterns import check_pattern_fits, compute_mask, pattern_final_sparsity, validate_pattern
 from hf_compress.pruning.reconstruction import reconstruct_pruned
+from hf_compress.pruning.sparsegpt_criterion import SharedInputGram
 from hf_compress.targets import find_target_modules, in_out_features, weight_out_in
 from hf_compress.trainer_logs import add_to_logs, run_before_reporters
 
@@ -51,7 +53,7 @@ class _BlockDone(Exception):
     """Raised after the block being calibrated ran: the rest of the forward pass is not needed."""
 
 
-def _blocks(model: nn.Module, modules: dict[str, nn.Module]) -> list[tuple[str, list[str]]]:
+def _blocks(modules: dict[str, nn.Module]) -> list[tuple[str, list[str]]]:
     """Target module names grouped by transformer block (the first numbered path, e.g. ``model.layers.3``), in
     forward order; modules outside numbered blocks form one group each, after the blocks."""
     groups: dict[str, list[str]] = {}
@@ -77,13 +79,18 @@ def _input_hessians(
     model: nn.Module, names: list[str], modules: dict[str, nn.Module], batches: list[dict], block: nn.Module | None
 ) -> dict[str, torch.Tensor]:
     """``sum x x^T`` over every calibration token entering each named module (mean over ranks)."""
-    hessians = {name: None for name in names}
+    hessians = {}
+    for name in names:
+        features = in_out_features(modules[name])[0]
+        hessians[name] = torch.zeros(features, features, device=modules[name].weight.device)
+    seen: set[str] = set()
+    gram = SharedInputGram()
 
     def accumulate(name):
         def hook(module, inputs, output):
-            flat = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()
-            product = flat.t() @ flat
-            hessians[name] = product if hessians[name] is None else hessians[name].add_(product)
+            product, _ = gram(inputs[0])
+            hessians[name].add_(product.to(hessians[name].device))
+            seen.add(name)
 
         return hook
 
@@ -102,8 +109,9 @@ def _input_hessians(
     finally:
         for hook in hooks:
             hook.remove()
+        gram.clear()
     for name, hessian in hessians.items():
-        if hessian is None:
+        if name not in seen:
             raise ValueError(f"calibration: module {name!r} received no input during the calibration forward passes")
         all_reduce_mean_(hessian)
     return hessians
@@ -167,7 +175,7 @@ def prune_one_shot(
         inner.config.use_cache = False
     masks = {}
     try:
-        for block_name, names in _blocks(inner, modules):
+        for block_name, names in _blocks(modules):
             block = dict(inner.named_modules()).get(block_name) if block_name not in modules else None
             hessians = _input_hessians(inner, names, modules, batches, block)
             for name in names:
@@ -185,7 +193,7 @@ def prune_one_shot(
     return masks
 
 
-class CalibratedOneShotCallback(TrainerCallback):
+class CalibratedOneShotCallback(TrainerCallback, ABC):
     """Base of callbacks that prune once at train begin from the first ``calibration_batches`` batches of the
     Trainer's train dataloader (each rank its own); plugins' one-shot pruners subclass it too.
 
@@ -202,8 +210,9 @@ class CalibratedOneShotCallback(TrainerCallback):
         self.calibration_batches = calibration_batches
         self.masks: dict[str, torch.Tensor] = {}
 
+    @abstractmethod
     def prune(self, model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """Prune ``model`` in place from ``batches``; return the keep masks (``{module name: bool [out, in]}``)."""
 
     def before_pruning(self, model: nn.Module) -> None:
         """A check on the model right before :meth:`prune` (nothing by default)."""
@@ -257,8 +266,8 @@ class OneShotPruningCallback(CalibratedOneShotCallback):
 
     def before_pruning(self, model: nn.Module) -> None:
         modules = find_target_modules(unwrap_model(model), self.targets, self.exclude)
-        zeros = sum(int((local_tensor(m.weight.data) == 0).sum()) for m in modules.values())
-        total = sum(local_tensor(m.weight.data).numel() for m in modules.values())
+        total = sum(m.weight.numel() for m in modules.values())
+        zeros = sum(module_sparsity(m) * m.weight.numel() for m in modules.values())
         requested = pattern_final_sparsity(self.pattern) or self.sparsity
         if total and requested > 0 and zeros / total >= requested:
             raise ValueError(

@@ -31,6 +31,12 @@ import torch
 from hf_compress.pruning.patterns import parse_n_m
 
 
+def input_gram(activations: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``X^T X`` in float32 over every token of ``activations`` (``[..., in]``), and how many tokens that was."""
+    flat = activations.detach().reshape(-1, activations.shape[-1]).float()
+    return flat.t() @ flat, flat.shape[0]
+
+
 def _precision(tensor: torch.Tensor) -> torch.dtype:
     """float64 on CPU (cheap at these sizes, and the inverse is sensitive), float32 on accelerators."""
     return torch.float64 if tensor.device.type == "cpu" else torch.float32

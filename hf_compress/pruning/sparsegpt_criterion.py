@@ -29,10 +29,27 @@ from torch import nn
 from hf_compress.distributed import full_tensor
 from hf_compress.pruning.criteria import PruningCriterion
 from hf_compress.pruning.masks import write_weight_
-from hf_compress.pruning.reconstruction import inverse_hessian_factor, reconstruct_pruned
+from hf_compress.pruning.reconstruction import input_gram, inverse_hessian_factor, reconstruct_pruned
 from hf_compress.targets import in_out_features, weight_out_in
 
 logger = logging.getLogger(__name__)
+
+
+class SharedInputGram:
+    """:func:`input_gram` of the most recent input tensor, computed once for all the layers it feeds (q/k/v,
+    gate/up). The result is shared: add it into an accumulator, never change it in place."""
+
+    def __init__(self) -> None:
+        self._input: torch.Tensor | None = None
+        self._gram: tuple[torch.Tensor, int] | None = None
+
+    def __call__(self, activations: torch.Tensor) -> tuple[torch.Tensor, int]:
+        if activations is not self._input:
+            self._input, self._gram = activations, input_gram(activations)
+        return self._gram
+
+    def clear(self) -> None:
+        self._input = self._gram = None
 
 
 class SparseGPTCriterion(PruningCriterion):
@@ -54,8 +71,7 @@ class SparseGPTCriterion(PruningCriterion):
         self.dampening, self.block_size = float(dampening), block_size
         self.hessians: dict[str, torch.Tensor] = {}
         self.tokens: dict[str, torch.Tensor] = {}
-        self._last_input: torch.Tensor | None = None
-        self._last_product: torch.Tensor | None = None
+        self._gram = SharedInputGram()
         self._warned = False
 
     def attach(self, modules: dict[str, nn.Module]) -> None:
@@ -72,11 +88,7 @@ class SparseGPTCriterion(PruningCriterion):
         def hook(module, inputs, output):
             if not torch.is_grad_enabled() and not module.training:
                 return  # evaluation passes are not training data
-            activations = inputs[0]
-            if activations is not self._last_input:  # q/k/v (gate/up) see the same tensor: one product for all
-                flat = activations.detach().reshape(-1, activations.shape[-1]).float()
-                self._last_input, self._last_product = activations, (flat.t() @ flat, flat.shape[0])
-            product, count = self._last_product
+            product, count = self._gram(inputs[0])
             self.hessians[name].add_(product.to(self.hessians[name].device))
             self.tokens[name].add_(count)
 
@@ -84,7 +96,7 @@ class SparseGPTCriterion(PruningCriterion):
 
     def detach(self) -> None:
         super().detach()
-        self._last_input = self._last_product = None
+        self._gram.clear()
 
     def local_statistics(self) -> dict[str, torch.Tensor]:
         return {**{f"h.{k}": v for k, v in self.hessians.items()}, **{f"n.{k}": v for k, v in self.tokens.items()}}
