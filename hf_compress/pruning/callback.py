@@ -105,8 +105,6 @@ class PruningCallback(TrainerCallback):
             raise ValueError(f"config must be a PruningConfig; got {type(config).__name__}")
         self.config = config
         self.pattern = config.normalized_pattern
-        # a throwaway instance checks criterion_kwargs now, not at train begin
-        get_registry().get("pruning_criterion", config.criterion)(seed=config.seed, **(config.criterion_kwargs or {}))
         self.masks: dict[str, torch.Tensor] = {}
         self.modules: dict[str, nn.Module] = {}
         self.criterion: PruningCriterion | None = None

@@ -64,7 +64,7 @@ class PruningConfig(CompressionConfig):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from hf_compress.registry import validate_name
+        from hf_compress.registry import get_registry, validate_name
 
         pattern_sparsity = pattern_final_sparsity(validate_pattern(self.pattern, "pattern"))
         if self.target_sparsity is None:
@@ -111,6 +111,8 @@ class PruningConfig(CompressionConfig):
         if not isinstance(self.mask_gradients, bool):
             raise ValueError(f"mask_gradients must be True or False; got {self.mask_gradients!r}")
         check_number("seed", self.seed, integer=True)
+        # the criterion checks its own options (criterion_kwargs); a throwaway instance raises them now
+        get_registry().get("pruning_criterion", self.criterion)(seed=self.seed, **(self.criterion_kwargs or {}))
 
     @property
     def final_sparsity(self) -> float:
