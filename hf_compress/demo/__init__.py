@@ -7,6 +7,7 @@ run_demo(output_dir="hf_compress_demo", quick=True)  # about 2 minutes on 2 CPU 
 ```
 """
 
-from hf_compress.demo.pipeline import FULL, QUICK, DemoSettings, run_demo
+from hf_compress.demo.pipeline import STUDENTS, StudentSpec, run_demo
+from hf_compress.demo.settings import FULL, QUICK, DemoSettings
 
-__all__ = ["FULL", "QUICK", "DemoSettings", "run_demo"]
+__all__ = ["FULL", "QUICK", "STUDENTS", "DemoSettings", "StudentSpec", "run_demo"]

@@ -202,21 +202,16 @@ def sparsity_report_from_tensors(
 def plot_sparsity(report: SparsityReport, path: str | os.PathLike, title: str | None = None) -> str:
     """Write a horizontal bar chart of per-layer sparsity (with the total as a line) to a PNG file.
 
-    Needs matplotlib (``pip install 'hf-compress[plots]'``); it is imported here only, with the Agg backend.
+    matplotlib is a base dependency; it is imported here only, with the Agg backend.
 
     Returns:
         `str`: the path written.
     """
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as error:
-        raise ImportError(
-            "plotting the sparsity report needs matplotlib, which is not installed. "
-            "Install it with: pip install 'hf-compress[plots]'  (or: pip install matplotlib)"
-        ) from error
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     path = os.fspath(path)
     names = [layer.name for layer in report.layers]
     values = [100.0 * layer.sparsity for layer in report.layers]

