@@ -40,12 +40,12 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from hf_compress.checkpoint_state import checkpoint_dir, load_state, resume_folder, save_state
 from hf_compress.distillation.config import DistillationConfig
 from hf_compress.distillation.positions import counted_positions, select
-from hf_compress.distillation.projections import LayerProjections, OptimizerSeat, inner_optimizer
+from hf_compress.distillation.projections import LayerProjections
 from hf_compress.distributed import all_reduce_mean_, unwrap_model, world_size
 from hf_compress.registry import get_registry
+from hf_compress.trainer import ExtraParameters, add_to_logs, checkpoint_dir, load_state, resume_folder, save_state
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class DistillationCallback(TrainerCallback):
         self.loss_fn = get_registry().get("distillation_loss", config.loss)
         self.hidden_loss_fn = get_registry().get("distillation_loss", config.hidden_loss)
         self.projections: LayerProjections | None = None
-        self._seat: OptimizerSeat | None = None
+        self._seat: ExtraParameters | None = None
         self._optimizer: torch.optim.Optimizer | None = None
         self._hooks: list[Any] = []
         self._causal = False
@@ -215,7 +215,6 @@ class DistillationCallback(TrainerCallback):
                 )
             self._attach_projections(args, state, optimizer, device)
         self._register_hooks(student)
-        self._run_before_reporters()
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         if self._losses_awaiting_backward > 0:
@@ -237,8 +236,7 @@ class DistillationCallback(TrainerCallback):
     def on_optimizer_step(self, args, state, control, **kwargs):
         if self._seat is not None and self._optimizer is not None:
             self._seat.leave(self._optimizer)
-            for param in self.projections.parameters():
-                param.grad = None  # the Trainer only zeroes the model's gradients
+            self._seat.zero_grad()
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._micro_totals is None or self._micro_batches == 0:
@@ -265,11 +263,7 @@ class DistillationCallback(TrainerCallback):
         if self.config.layer_map:
             values["hidden_loss"] = hidden
             values["hidden_weight"] = self.config.hidden_weight
-        logs.update(values)
-        # the Trainer appended a copy of `logs` to log_history just before on_log
-        if state.log_history and state.log_history[-1].get("step") == state.global_step:
-            if state.log_history[-1].get("loss") == logs.get("loss"):
-                state.log_history[-1].update(values)
+        add_to_logs(self, args, state, logs, values)
         self._log_totals, self._log_steps, self._saw_task_loss = None, 0, False
 
     def on_save(self, args, state, control, **kwargs):
@@ -351,9 +345,9 @@ class DistillationCallback(TrainerCallback):
                 "DistillationCallback: learned layer projections (layer_map between layers of different widths) are "
                 "not supported with fp16 gradient scaling; use bf16=True or matching widths"
             )
-        self._optimizer = inner_optimizer(optimizer)
+        self._optimizer = optimizer
         if self._seat is None:
-            self._seat = OptimizerSeat(named)
+            self._seat = ExtraParameters(named)
         folder = resume_folder(args, state)
         saved = load_state(folder, STATE_NAME) if folder else None
         if saved is None:
@@ -382,32 +376,6 @@ class DistillationCallback(TrainerCallback):
             handle.remove()
         self._hooks = []
         self._capture_backbone, self._backbone_output, self._teacher_outputs = False, None, None
-
-    def _run_before_reporters(self) -> None:
-        """Move this callback right after DefaultFlowCallback, so its log keys reach the reporters and printers.
-
-        The Trainer puts the reporting callbacks before user callbacks and calls ``on_log`` in list order; this
-        callback is called from ``CallbackHandler.call_event``, whose frame holds the handler.
-        """
-        from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback
-
-        frame = inspect.currentframe()
-        handler = None
-        for _ in range(4):
-            frame = frame.f_back if frame is not None else None
-            candidate = frame.f_locals.get("self") if frame is not None else None
-            if isinstance(candidate, CallbackHandler):
-                handler = candidate
-                break
-        del frame
-        if handler is None or self not in handler.callbacks:
-            return
-        callbacks = handler.callbacks
-        flow_positions = [i for i, callback in enumerate(callbacks) if isinstance(callback, DefaultFlowCallback)]
-        target = flow_positions[0] + 1 if flow_positions else 0
-        current = callbacks.index(self)
-        if current > target:
-            callbacks.insert(target, callbacks.pop(current))
 
     # ------------------------------------------------------------------ forward hooks
     def _distilling(self, module: nn.Module) -> bool:

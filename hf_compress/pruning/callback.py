@@ -41,7 +41,6 @@ from torch import nn
 from transformers import TrainerCallback
 
 from hf_compress import distributed
-from hf_compress.checkpoint_state import checkpoint_dir, load_state, resume_folder, save_state
 from hf_compress.peft_support import lora_hooks as peft_lora_hooks
 from hf_compress.pruning.config import PruningConfig
 from hf_compress.pruning.criteria import PruningCriterion
@@ -59,7 +58,8 @@ from hf_compress.pruning.schedules import is_mask_update_step, resolve_start_end
 from hf_compress.pruning.scope import select_global
 from hf_compress.registry import get_registry
 from hf_compress.targets import find_target_modules, in_out_features
-from hf_compress.trainer_logs import add_to_logs, run_before_reporters
+from hf_compress.trainer.checkpoints import checkpoint_dir, load_state, resume_folder, save_state
+from hf_compress.trainer.logs import add_to_logs
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,6 @@ class PruningCallback(TrainerCallback):
         return modules, groups
 
     def on_init_end(self, args, state, control, model=None, **kwargs):
-        run_before_reporters(self)
         if model is not None:  # fail at Trainer(...) already, without touching the model
             self._resolve(distributed.unwrap_model(model))
         return control
@@ -164,7 +163,6 @@ class PruningCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if model is None:
             raise ValueError("PruningCallback needs the model in on_train_begin (add it to a transformers.Trainer)")
-        run_before_reporters(self)
         model = distributed.unwrap_model(model)
         self.start_step, self.end_step = resolve_start_end(self.config.start, self.config.end, state.max_steps)
         self.modules, self.groups = self._resolve(model)
@@ -330,7 +328,7 @@ class PruningCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None or not self.masks:
             return control
-        add_to_logs(state, logs, self.sparsity_logs(state.global_step))
+        add_to_logs(self, args, state, logs, self.sparsity_logs(state.global_step))
         return control
 
     def sparsity_logs(self, step: int) -> dict[str, float]:

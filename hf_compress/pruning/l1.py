@@ -39,7 +39,7 @@ from transformers import TrainerCallback
 from hf_compress.config_base import CompressionConfig, check_number, check_step_spec, resolve_step
 from hf_compress.distributed import all_reduce_sum_, is_sharded, local_tensor, unwrap_model
 from hf_compress.targets import find_target_modules
-from hf_compress.trainer_logs import add_to_logs, run_before_reporters
+from hf_compress.trainer.logs import add_to_logs
 
 
 @dataclass
@@ -151,7 +151,6 @@ class L1RegularizationCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if model is None:
             raise ValueError("L1RegularizationCallback needs the Trainer's model in on_train_begin")
-        run_before_reporters(self)
         self.modules = find_target_modules(unwrap_model(model), self.config.targets, self.config.exclude)
         total = state.max_steps
         self.start_step = resolve_step(self.config.start, total)
@@ -181,7 +180,9 @@ class L1RegularizationCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None or not self.modules or "train_runtime" in logs:  # skip the end-of-training summary
             return
-        add_to_logs(state, logs, {"l1/zero_fraction": self.zero_fraction(), "l1/threshold": self.last_threshold})
+        add_to_logs(
+            self, args, state, logs, {"l1/zero_fraction": self.zero_fraction(), "l1/threshold": self.last_threshold}
+        )
 
     # ---------------------------------------------------------------- helpers
     def is_active(self, completed_steps: int) -> bool:

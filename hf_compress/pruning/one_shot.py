@@ -41,7 +41,7 @@ from hf_compress.pruning.patterns import check_pattern_fits, compute_mask, patte
 from hf_compress.pruning.reconstruction import reconstruct_pruned
 from hf_compress.pruning.sparsegpt_criterion import SharedInputGram
 from hf_compress.targets import find_target_modules, in_out_features, weight_out_in
-from hf_compress.trainer_logs import add_to_logs, run_before_reporters
+from hf_compress.trainer.logs import add_to_logs
 
 logger = logging.getLogger(__name__)
 
@@ -217,11 +217,7 @@ class CalibratedOneShotCallback(TrainerCallback, ABC):
     def before_pruning(self, model: nn.Module) -> None:
         """A check on the model right before :meth:`prune` (nothing by default)."""
 
-    def on_init_end(self, args, state, control, **kwargs):
-        run_before_reporters(self)
-
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
-        run_before_reporters(self)
         if state.global_step > 0:
             return
         if train_dataloader is None:
@@ -233,7 +229,7 @@ class CalibratedOneShotCallback(TrainerCallback, ABC):
         if logs is not None and self.masks:
             total = sum(mask.numel() for mask in self.masks.values())
             pruned = sum(mask.numel() * mask_sparsity(mask) for mask in self.masks.values())
-            add_to_logs(state, logs, {self.log_key: pruned / total})
+            add_to_logs(self, args, state, logs, {self.log_key: pruned / total})
 
 
 class OneShotPruningCallback(CalibratedOneShotCallback):

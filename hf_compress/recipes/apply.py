@@ -87,7 +87,8 @@ def callbacks_from_recipe(recipe: str | os.PathLike | dict | Recipe, teacher: An
 
 
 def attach(trainer, recipe: str | os.PathLike | dict | Recipe, teacher: Any = None) -> list[TrainerCallback]:
-    """Add a recipe's callbacks to an existing ``Trainer`` and return them.
+    """Add a recipe's callbacks to an existing ``Trainer`` (before its reporters, so they log what the callbacks
+    add) and return them.
 
     Example:
 
@@ -98,10 +99,9 @@ def attach(trainer, recipe: str | os.PathLike | dict | Recipe, teacher: Any = No
     trainer.save_model()  # compression_recipe.yaml is written beside the model
     ```
     """
-    callbacks = callbacks_from_recipe(recipe, teacher=teacher)
-    for callback in callbacks:
-        trainer.add_callback(callback)
-    return callbacks
+    from hf_compress.trainer.logs import add_callbacks
+
+    return add_callbacks(trainer, *callbacks_from_recipe(recipe, teacher=teacher))
 
 
 @dataclass
