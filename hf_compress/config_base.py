@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -73,6 +75,11 @@ def check_number(
         raise ValueError(
             f"{field} must be {kind}{_range_text(low, high, low_inclusive, high_inclusive)}; got {value!r}"
         )
+    if not math.isfinite(value):
+        raise ValueError(
+            f"{field} must be a finite {kind[2:] if kind.startswith('a ') else kind}"
+            f"{_range_text(low, high, low_inclusive, high_inclusive)}; got {value!r}"
+        )
     too_low = low is not None and (value < low if low_inclusive else value <= low)
     too_high = high is not None and (value > high if high_inclusive else value >= high)
     if too_low or too_high:
@@ -80,6 +87,35 @@ def check_number(
             f"{field} must be {kind}{_range_text(low, high, low_inclusive, high_inclusive)}; got {value!r}"
         )
     return value
+
+
+def check_bool(field: str, value: Any, *, allow_none: bool = False) -> bool | None:
+    """``value`` if it is True or False (or None with ``allow_none``); otherwise a ValueError naming ``field``."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, bool):
+        allowed = "True, False or None" if allow_none else "True or False"
+        raise ValueError(f"{field} must be {allowed}; got {value!r}")
+    return value
+
+
+def check_regex_list(field: str, value: Any) -> list[str] | None:
+    """A list of module-name regexes (or None): every item a non-empty string that compiles; returns a list."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ValueError(
+            f"{field} must be a list of regex strings (e.g. [r'\\.mlp\\.']) or None; got {value!r}"
+            + (" (wrap a single regex in a list)" if isinstance(value, str) else "")
+        )
+    for item in value:
+        if not isinstance(item, str) or not item:
+            raise ValueError(f"{field} must be a list of regex strings (e.g. [r'\\.mlp\\.']) or None; got {value!r}")
+        try:
+            re.compile(item)
+        except re.error as error:
+            raise ValueError(f"{field}: {item!r} is not a valid regex: {error}") from None
+    return list(value)
 
 
 def _range_text(low, high, low_inclusive, high_inclusive) -> str:
@@ -100,7 +136,7 @@ def check_step_spec(field: str, value: Any) -> int | float:
         raise ValueError(
             f"{field} must be an optimizer step (int >= 0) or a fraction of the run (float in [0, 1]); got {value!r}"
         )
-    if isinstance(value, float) and not 0.0 <= value <= 1.0:
+    if isinstance(value, float) and not (math.isfinite(value) and 0.0 <= value <= 1.0):
         raise ValueError(
             f"{field} must be an optimizer step (int >= 0) or a fraction of the run (float in [0, 1]); got {value!r}"
         )

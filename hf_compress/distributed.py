@@ -2,6 +2,10 @@
 
 Works the same single-process (every function is then a no-op or an identity), under DDP launched by
 ``accelerate launch`` or ``torchrun``, and with FSDP2 (``fully_shard``) where parameters are ``DTensor`` shards.
+
+Collectives go through accelerate (``PartialState``, ``reduce``, ``broadcast``, ``gather_object``) whenever its
+process state describes the running process group, which is the case under the Trainer and ``accelerate launch``;
+a process group that accelerate does not know (one a script set up by hand) is served by ``torch.distributed``.
 """
 
 from __future__ import annotations
@@ -13,6 +17,19 @@ from torch import nn
 
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _accelerate_state():
+    """accelerate's ``PartialState`` when it drives the running process group, else None."""
+    if not is_distributed():
+        return None
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType
+
+    state = PartialState()
+    if state.distributed_type == DistributedType.NO or state.num_processes != dist.get_world_size():
+        return None
+    return state
 
 
 def world_size() -> int:
@@ -28,7 +45,10 @@ def is_main_process() -> bool:
 
 
 def barrier() -> None:
-    if is_distributed():
+    state = _accelerate_state()
+    if state is not None:
+        state.wait_for_everyone()
+    elif is_distributed():
         dist.barrier()
 
 
@@ -44,24 +64,34 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def _all_reduce_(tensor: torch.Tensor, reduction: str) -> torch.Tensor:
+    if not is_distributed():
+        return tensor
+    if _accelerate_state() is not None:
+        from accelerate.utils import reduce
+
+        return tensor.copy_(reduce(tensor, reduction=reduction))
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.div_(dist.get_world_size()) if reduction == "mean" else tensor
+
+
 def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     """In-place sum across ranks (identity when single-process)."""
-    if is_distributed():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
+    return _all_reduce_(tensor, "sum")
 
 
 def all_reduce_mean_(tensor: torch.Tensor) -> torch.Tensor:
     """In-place mean across ranks (identity when single-process)."""
-    if is_distributed():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        tensor.div_(dist.get_world_size())
-    return tensor
+    return _all_reduce_(tensor, "mean")
 
 
 def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     """In-place broadcast from ``src`` (identity when single-process)."""
-    if is_distributed():
+    if _accelerate_state() is not None:
+        from accelerate.utils import broadcast
+
+        broadcast(tensor, from_process=src)
+    elif is_distributed():
         dist.broadcast(tensor, src=src)
     return tensor
 
@@ -70,6 +100,10 @@ def all_gather_objects(obj):
     """A list with every rank's ``obj`` (``[obj]`` when single-process)."""
     if not is_distributed():
         return [obj]
+    if _accelerate_state() is not None:
+        from accelerate.utils import gather_object
+
+        return gather_object([obj])  # accelerate flattens one level: one list item per rank
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, obj)
     return gathered

@@ -13,6 +13,9 @@ Example:
 0.875
 ```
 
+A component may be registered as ``lazy("module:attribute")``: the module is imported the first time the component
+is asked for, so discovery stays cheap and building a config imports only what it uses.
+
 Switches (read when discovery runs):
 
 - ``HF_COMPRESS_DISABLE_PLUGIN_AUTOLOAD=1``: load hf_compress's built-ins only.
@@ -46,6 +49,7 @@ KINDS = (
     "hallucination_checker",
     "callback",
     "export_format",
+    "technique",
 )
 
 # Components that live in the separately installed distributions under plugins/.
@@ -58,6 +62,22 @@ KNOWN_THIRD_PARTY = {
 }
 
 
+@dataclass(frozen=True)
+class lazy:  # noqa: N801 (reads as a function at the registration site)
+    """A component named by import path, imported on first use: ``registry.register(kind, name, lazy("pkg.mod:Obj"))``."""
+
+    target: str
+
+    def load(self) -> Any:
+        import importlib
+
+        module_name, _, attribute = self.target.partition(":")
+        value = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            value = getattr(value, part)
+        return value
+
+
 class PluginNotInstalledError(ValueError):
     """Raised for a component name that belongs to a known plugin distribution that is not installed."""
 
@@ -66,10 +86,19 @@ class PluginNotInstalledError(ValueError):
 class Component:
     kind: str
     name: str
-    obj: Any
+    target: Any  # the object, or a `lazy` import path
     distribution: str
     version: str
     module: str
+
+    @property
+    def obj(self) -> Any:
+        """The component itself (imported now if it was registered ``lazy``)."""
+        if not isinstance(self.target, lazy):
+            return self.target
+        if "_loaded" not in self.__dict__:
+            object.__setattr__(self, "_loaded", self.target.load())
+        return self.__dict__["_loaded"]
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -183,6 +212,11 @@ class Registry:
 
 
 def _module_of(obj: Any) -> str:
+    if isinstance(obj, lazy):
+        return obj.target
+    describe = getattr(obj, "describe_module", None)
+    if callable(describe):
+        return describe()
     module = getattr(obj, "__module__", None) or type(obj).__module__
     qualname = getattr(obj, "__qualname__", None) or type(obj).__qualname__
     return f"{module}:{qualname}"

@@ -146,3 +146,14 @@ def launch_two_processes(script, *script_args, timeout: int = 300):
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
     return result
+
+
+def on_grid(module) -> bool:
+    """Whether a QAT-baked module's weight lies exactly on its quantization grid."""
+    from hf_compress.quantization.grid import dequantize, quantize
+    from hf_compress.targets import weight_out_in
+
+    params = module.hf_compress_qparams
+    weight = weight_out_in(module.weight.detach(), module)
+    codes = quantize(weight, params.spec, params.scale, params.zero_point)
+    return torch.equal(weight, dequantize(codes, params.spec, params.scale, params.zero_point))

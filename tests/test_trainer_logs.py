@@ -6,7 +6,7 @@ from transformers import Trainer
 from transformers.trainer_callback import PrinterCallback
 
 from conftest import LMDataset, tiny_gpt2, training_args
-from hf_compress import L1RegularizationCallback, L1RegularizationConfig, PruningCallback, PruningConfig
+from hf_compress import L1RegularizationCallback, L1RegularizationConfig, PruningCallback, PruningConfig, add_callbacks
 
 
 class Reporter(PrinterCallback):
@@ -28,8 +28,9 @@ def test_reporters_and_history_see_compression_logs(tmp_path):
         model=tiny_gpt2(),
         args=training_args(tmp_path, max_steps=10, logging_steps=5),
         train_dataset=LMDataset(),
-        callbacks=[reporter, pruning, l1],
+        callbacks=[reporter],
     )
+    add_callbacks(trainer, pruning, l1)
     trainer.train()
     train_logs = [entry for entry in reporter.seen if "loss" in entry]
     assert train_logs and all("sparsity" in entry and "l1/zero_fraction" in entry for entry in train_logs)

@@ -33,19 +33,27 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from hf_compress.checkpoint_state import checkpoint_dir, load_state, resume_folder, save_state
 from hf_compress.distillation.config import DistillationConfig
-from hf_compress.distillation.positions import counted_positions, select
-from hf_compress.distillation.projections import LayerProjections, OptimizerSeat, inner_optimizer
+from hf_compress.distillation.models import (  # noqa: F401 (load_teacher, probe_model, is_causal_lm: public here too)
+    ModelFacts,
+    check_models,
+    device_of,
+    field_of,
+    is_causal_lm,
+    load_teacher,
+    probe_model,
+    transformers_model,
+)
+from hf_compress.distillation.objective import DistillationLosses, DistillationObjective
+from hf_compress.distillation.projections import LayerProjections
 from hf_compress.distributed import all_reduce_mean_, unwrap_model, world_size
-from hf_compress.registry import get_registry
+from hf_compress.trainer import ExtraParameters, add_to_logs, checkpoint_dir, load_state, resume_folder, save_state
 
 logger = logging.getLogger(__name__)
 
@@ -68,81 +76,6 @@ STUDENT_ONLY_INPUTS = frozenset(
         "logits_to_keep",
     }
 )
-
-
-def load_teacher(teacher: nn.Module | str | os.PathLike, dtype: torch.dtype | None = None) -> nn.Module:
-    """The teacher module: a model as given, or loaded with ``from_pretrained`` from a path or hub name.
-
-    A path is loaded with the class its config names in ``architectures`` (falling back to
-    ``AutoModelForCausalLM``), directly in ``dtype`` when one is given.
-    """
-    if isinstance(teacher, nn.Module):
-        return teacher
-    if not isinstance(teacher, (str, os.PathLike)):
-        raise ValueError(f"teacher must be a PreTrainedModel or a path to one; got {type(teacher).__name__}")
-    import transformers
-
-    config = transformers.AutoConfig.from_pretrained(teacher)
-    architectures = getattr(config, "architectures", None) or []
-    model_class = getattr(transformers, architectures[0], None) if architectures else None
-    if model_class is None:
-        model_class = transformers.AutoModelForCausalLM
-    kwargs = {"dtype": dtype} if dtype is not None else {}
-    return model_class.from_pretrained(teacher, **kwargs)
-
-
-@dataclass
-class ModelFacts:
-    """What a probe forward reveals: logit width and per-index hidden-state widths (None when not returned)."""
-
-    output_width: int | None
-    hidden_widths: list[int] | None
-
-
-def probe_model(model: nn.Module, device: torch.device) -> ModelFacts:
-    """Run a 2-token forward in eval mode under ``no_grad`` asking for hidden states; restore the mode after."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            input_ids = torch.zeros(1, 2, dtype=torch.long, device=device)
-            outputs = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), output_hidden_states=True)
-    finally:
-        model.train(was_training)
-    logits = _field(outputs, "logits")
-    hidden = _field(outputs, "hidden_states")
-    return ModelFacts(
-        output_width=None if logits is None else int(logits.shape[-1]),
-        hidden_widths=None if not hidden else [int(state.shape[-1]) for state in hidden],
-    )
-
-
-def is_causal_lm(model: nn.Module) -> bool:
-    """Whether the Trainer's task loss for ``model`` shifts labels (decoder-only causal LM heads)."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    inner = _transformers_model(model)
-    if getattr(getattr(inner, "config", None), "is_encoder_decoder", False):
-        return False
-    causal_names = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
-    return type(inner).__name__ in causal_names or getattr(inner, "loss_type", None) == "ForCausalLM"
-
-
-def _transformers_model(model: nn.Module) -> nn.Module:
-    """The transformers model under a PEFT wrapper (or the model itself)."""
-    getter = getattr(model, "get_base_model", None)
-    return getter() if callable(getter) else model
-
-
-def _field(outputs: Any, name: str) -> Any:
-    if isinstance(outputs, dict):
-        return outputs.get(name)
-    return getattr(outputs, name, None)
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 class DistillationCallback(TrainerCallback):
@@ -172,10 +105,10 @@ class DistillationCallback(TrainerCallback):
             raise ValueError(f"config must be a DistillationConfig; got {type(config).__name__}")
         self.config = config
         self.teacher = load_teacher(teacher, config.torch_teacher_dtype)
-        self.loss_fn = get_registry().get("distillation_loss", config.loss)
-        self.hidden_loss_fn = get_registry().get("distillation_loss", config.hidden_loss)
+        self.objective = DistillationObjective(config)
+        self.loss_fn, self.hidden_loss_fn = self.objective.loss_fn, self.objective.hidden_loss_fn
         self.projections: LayerProjections | None = None
-        self._seat: OptimizerSeat | None = None
+        self._seat: ExtraParameters | None = None
         self._optimizer: torch.optim.Optimizer | None = None
         self._hooks: list[Any] = []
         self._causal = False
@@ -204,9 +137,10 @@ class DistillationCallback(TrainerCallback):
             raise ValueError("DistillationCallback needs the Trainer's model at train start")
         student = unwrap_model(model)
         self._trainer_loss_type = getattr(args, "loss_type", None)  # TRL's SFTConfig: "nll" or "dft"
-        device = _device_of(student)
+        device = device_of(student)
         self._prepare_teacher(device)
         self._causal = is_causal_lm(student) if self.config.causal_shift is None else self.config.causal_shift
+        self.objective.causal = self._causal
         self._check_models(student, device)
         if self.projections is not None:
             if optimizer is None:
@@ -215,7 +149,6 @@ class DistillationCallback(TrainerCallback):
                 )
             self._attach_projections(args, state, optimizer, device)
         self._register_hooks(student)
-        self._run_before_reporters()
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         if self._losses_awaiting_backward > 0:
@@ -237,8 +170,7 @@ class DistillationCallback(TrainerCallback):
     def on_optimizer_step(self, args, state, control, **kwargs):
         if self._seat is not None and self._optimizer is not None:
             self._seat.leave(self._optimizer)
-            for param in self.projections.parameters():
-                param.grad = None  # the Trainer only zeroes the model's gradients
+            self._seat.zero_grad()
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._micro_totals is None or self._micro_batches == 0:
@@ -265,11 +197,7 @@ class DistillationCallback(TrainerCallback):
         if self.config.layer_map:
             values["hidden_loss"] = hidden
             values["hidden_weight"] = self.config.hidden_weight
-        logs.update(values)
-        # the Trainer appended a copy of `logs` to log_history just before on_log
-        if state.log_history and state.log_history[-1].get("step") == state.global_step:
-            if state.log_history[-1].get("loss") == logs.get("loss"):
-                state.log_history[-1].update(values)
+        add_to_logs(self, args, state, logs, values)
         self._log_totals, self._log_steps, self._saw_task_loss = None, 0, False
 
     def on_save(self, args, state, control, **kwargs):
@@ -292,7 +220,7 @@ class DistillationCallback(TrainerCallback):
         teacher = self.teacher
         if self.config.torch_teacher_dtype is not None:
             teacher.to(dtype=self.config.torch_teacher_dtype)
-        if _device_of(teacher) != device:
+        if device_of(teacher) != device:
             teacher.to(device)
         teacher.eval()
         teacher.requires_grad_(False)
@@ -301,45 +229,12 @@ class DistillationCallback(TrainerCallback):
         self._teacher_accepts = None if takes_any else set(forward_params)
 
     def _check_models(self, student: nn.Module, device: torch.device) -> None:
-        student_facts = probe_model(student, device)
-        teacher_facts = probe_model(self.teacher, device)
-        student_name, teacher_name = type(student).__name__, type(self.teacher).__name__
-        if student_facts.output_width is None or teacher_facts.output_width is None:
-            missing = student_name if student_facts.output_width is None else teacher_name
-            raise ValueError(f"DistillationCallback: {missing} returns no `logits`; distillation needs them")
-        if student_facts.output_width != teacher_facts.output_width:
-            raise ValueError(
-                f"teacher and student vocabularies differ: the student ({student_name}) outputs "
-                f"{student_facts.output_width} logits per position, the teacher ({teacher_name}) "
-                f"{teacher_facts.output_width}. Distill between models that share a tokenizer and vocabulary."
-            )
-        layer_map = self.config.layer_map
-        if not layer_map:
+        widths = check_models(student, self.teacher, self.config, device)
+        if widths is None:
             return
-        for role, name, facts in (("student", student_name, student_facts), ("teacher", teacher_name, teacher_facts)):
-            if facts.hidden_widths is None:
-                raise ValueError(
-                    f"hidden_loss={self.config.hidden_loss!r} with layer_map needs hidden states, but the {role} "
-                    f"({name}) returns none when called with output_hidden_states=True. Remove layer_map."
-                )
-        widths = {}
-        for student_layer, teacher_layer in layer_map.items():
-            for role, name, index, facts in (
-                ("student", student_name, student_layer, student_facts),
-                ("teacher", teacher_name, teacher_layer, teacher_facts),
-            ):
-                count = len(facts.hidden_widths)
-                if index >= count:
-                    raise ValueError(
-                        f"layer_map: {role} layer {index} is out of range; the {role} ({name}) returns {count} "
-                        f"hidden states, indices 0..{count - 1} (0 = embedding output, i = output of block i)"
-                    )
-            widths[student_layer] = (
-                student_facts.hidden_widths[student_layer],
-                teacher_facts.hidden_widths[teacher_layer],
-            )
         if self.projections is None:
             self.projections = LayerProjections(widths, seed=0).to(device)
+        self.objective.projections = self.projections
         self.projections.requires_grad_(True)
 
     def _attach_projections(self, args, state, optimizer, device: torch.device) -> None:
@@ -351,9 +246,9 @@ class DistillationCallback(TrainerCallback):
                 "DistillationCallback: learned layer projections (layer_map between layers of different widths) are "
                 "not supported with fp16 gradient scaling; use bf16=True or matching widths"
             )
-        self._optimizer = inner_optimizer(optimizer)
+        self._optimizer = optimizer
         if self._seat is None:
-            self._seat = OptimizerSeat(named)
+            self._seat = ExtraParameters(named)
         folder = resume_folder(args, state)
         saved = load_state(folder, STATE_NAME) if folder else None
         if saved is None:
@@ -373,7 +268,7 @@ class DistillationCallback(TrainerCallback):
         self._remove_hooks()
         self._hooks.append(student.register_forward_pre_hook(self._before_forward, with_kwargs=True))
         self._hooks.append(student.register_forward_hook(self._after_forward, with_kwargs=True))
-        backbone = getattr(_transformers_model(student), "base_model", None)
+        backbone = getattr(transformers_model(student), "base_model", None)
         if isinstance(backbone, nn.Module) and backbone is not student:
             self._hooks.append(backbone.register_forward_hook(self._capture_backbone_output))
 
@@ -382,32 +277,6 @@ class DistillationCallback(TrainerCallback):
             handle.remove()
         self._hooks = []
         self._capture_backbone, self._backbone_output, self._teacher_outputs = False, None, None
-
-    def _run_before_reporters(self) -> None:
-        """Move this callback right after DefaultFlowCallback, so its log keys reach the reporters and printers.
-
-        The Trainer puts the reporting callbacks before user callbacks and calls ``on_log`` in list order; this
-        callback is called from ``CallbackHandler.call_event``, whose frame holds the handler.
-        """
-        from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback
-
-        frame = inspect.currentframe()
-        handler = None
-        for _ in range(4):
-            frame = frame.f_back if frame is not None else None
-            candidate = frame.f_locals.get("self") if frame is not None else None
-            if isinstance(candidate, CallbackHandler):
-                handler = candidate
-                break
-        del frame
-        if handler is None or self not in handler.callbacks:
-            return
-        callbacks = handler.callbacks
-        flow_positions = [i for i, callback in enumerate(callbacks) if isinstance(callback, DefaultFlowCallback)]
-        target = flow_positions[0] + 1 if flow_positions else 0
-        current = callbacks.index(self)
-        if current > target:
-            callbacks.insert(target, callbacks.pop(current))
 
     # ------------------------------------------------------------------ forward hooks
     def _distilling(self, module: nn.Module) -> bool:
@@ -461,132 +330,42 @@ class DistillationCallback(TrainerCallback):
             teacher_kwargs["output_hidden_states"] = True
         with torch.no_grad():
             outputs = self.teacher(*args, **teacher_kwargs)
-        if _field(outputs, "logits") is None:
+        if field_of(outputs, "logits") is None:
             self._fail(f"DistillationCallback: the teacher ({type(self.teacher).__name__}) returned no logits")
         return outputs
 
     def _distill(self, kwargs, outputs, teacher_outputs):
-        student_logits = outputs["logits"]
-        teacher_logits = _field(teacher_outputs, "logits")
-        if teacher_logits.shape != student_logits.shape:
-            self._fail(
-                f"DistillationCallback: teacher logits {tuple(teacher_logits.shape)} and student logits "
-                f"{tuple(student_logits.shape)} differ in shape on the same inputs"
-            )
-        mask, shifted = counted_positions(
-            student_logits.shape[:-1],
-            labels=kwargs.get("labels"),
-            attention_mask=kwargs.get("attention_mask"),
-            shift_labels=kwargs.get("shift_labels"),
-            causal=self._causal,
-            device=student_logits.device,
-        )
-        num_items = kwargs.get("num_items_in_batch")
-        normalizer = num_items if num_items is not None else mask.sum().clamp(min=1)
-        logit_loss = self._logit_loss(
-            select(student_logits, mask, shifted), select(teacher_logits, mask, shifted), normalizer
-        )
-        hidden_loss = self._hidden_loss(
-            kwargs,
-            _field(outputs, "hidden_states"),
-            teacher_outputs,
-            mask,
-            shifted,
-            normalizer,
-            student_logits.shape[:-1],
-        )
-        distill_loss = logit_loss + self.config.hidden_weight * hidden_loss
-        task_loss = outputs.get("loss")
-        alpha = self.config.alpha
-        if task_loss is None and alpha < 1:
-            self._fail(f"DistillationCallback: the student returned no task loss to mix with alpha={alpha}")
-        combined = distill_loss if task_loss is None else alpha * distill_loss + (1.0 - alpha) * task_loss
-        outputs["loss"] = combined
-        self._await_backward(combined)
-        self._record(logit_loss, hidden_loss, task_loss, normalized_globally=num_items is not None)
+        try:
+            losses = self.objective(outputs, teacher_outputs, kwargs)
+        except ValueError:
+            self._remove_hooks()
+            raise
+        outputs["loss"] = losses.loss
+        self._await_backward(losses.loss)
+        self._record(losses, normalized_globally=losses.normalized_globally)
         return outputs
 
     def _distill_fused(self, module, kwargs, outputs, teacher_outputs, backbone_output):
-        """TRL's fused LM head returns per-token ``log_probs`` (no logits) and the trainer builds the loss from them.
-
-        The student logits are rebuilt at the counted positions from the backbone's last hidden state, and the
-        distillation sum is spread over those positions of ``log_probs``, so the trainer's ``-sum(log_probs) / N``
-        becomes ``(1 - alpha) * task_loss + alpha * distillation_sum / N`` with its own N.
-        """
+        """TRL's fused LM head: see :meth:`DistillationObjective.fused`."""
         if self._trainer_loss_type not in (None, "nll"):
             self._fail(
                 f"DistillationCallback supports TRL's fused LM head with loss_type='nll' only; got "
                 f"loss_type={self._trainer_loss_type!r}"
             )
-        if backbone_output is None or _field(backbone_output, "last_hidden_state") is None:
+        if backbone_output is None or field_of(backbone_output, "last_hidden_state") is None:
             self._fail("DistillationCallback: could not capture the student's backbone output for the fused LM head")
-        log_probs = outputs.get("log_probs")
-        hidden = _field(backbone_output, "last_hidden_state")
-        mask, shifted = counted_positions(
-            hidden.shape[:-1],
-            labels=kwargs.get("labels"),
-            attention_mask=kwargs.get("attention_mask"),
-            shift_labels=kwargs.get("shift_labels"),
-            causal=True,
-            device=hidden.device,
-        )
-        if log_probs is None or tuple(log_probs.shape) != tuple(mask.shape):
-            self._fail("DistillationCallback: unexpected fused-LM-head outputs (log_probs missing or misshaped)")
-        lm_head = _transformers_model(module).get_output_embeddings()
-        student_logits = lm_head(select(hidden, mask, shifted))
-        teacher_logits = select(_field(teacher_outputs, "logits"), mask, shifted)
-        logit_sum = self._logit_loss(student_logits, teacher_logits, 1.0)
-        hidden_sum = self._hidden_loss(
-            kwargs, _field(backbone_output, "hidden_states"), teacher_outputs, mask, shifted, 1.0, hidden.shape[:-1]
-        )
-        distill_sum = logit_sum + self.config.hidden_weight * hidden_sum
-        alpha = self.config.alpha
-        counted = mask.sum().clamp(min=1)
-        spread = (distill_sum / counted) * mask.to(log_probs.dtype)
-        new_log_probs = (1.0 - alpha) * log_probs - alpha * spread
-        outputs["log_probs"] = new_log_probs
-        label_mask = outputs.get("label_mask")
-        label_count = (label_mask.sum() if label_mask is not None else counted).clamp(min=1)
-        num_items = kwargs.get("num_items_in_batch")
-        divisor = num_items if num_items is not None else label_count
-        task_loss = outputs.get("loss")
-        if task_loss is not None:
-            outputs["loss"] = (1.0 - alpha) * task_loss + alpha * distill_sum / divisor
-        self._await_backward(new_log_probs)
-        self._record(logit_sum / label_count, hidden_sum / label_count, task_loss, normalized_globally=False)
+        lm_head = transformers_model(module).get_output_embeddings()
+        try:
+            log_probs, loss, losses = self.objective.fused(outputs, teacher_outputs, backbone_output, lm_head, kwargs)
+        except ValueError:
+            self._remove_hooks()
+            raise
+        outputs["log_probs"] = log_probs
+        if loss is not None:
+            outputs["loss"] = loss
+        self._await_backward(log_probs)
+        self._record(losses, normalized_globally=False)
         return outputs
-
-    def _logit_loss(self, student: torch.Tensor, teacher: torch.Tensor, normalizer) -> torch.Tensor:
-        return self.loss_fn(
-            student.float(),
-            teacher.float(),
-            normalizer,
-            temperature=self.config.temperature,
-            **self.config.loss_options(),
-        )
-
-    def _hidden_loss(self, kwargs, student_hidden, teacher_outputs, mask, shifted, normalizer, positions_shape):
-        layer_map = self.config.layer_map
-        if not layer_map:
-            return torch.zeros((), device=mask.device)
-        teacher_hidden = _field(teacher_outputs, "hidden_states")
-        if not student_hidden or not teacher_hidden:
-            self._fail("DistillationCallback: hidden states were requested but the student or teacher returned none")
-        first = student_hidden[0]
-        if tuple(first.shape[:-1]) != tuple(positions_shape):
-            # sequence-level logits (classifiers): average over the real tokens of the micro-batch instead
-            mask, shifted = counted_positions(
-                first.shape[:-1], attention_mask=kwargs.get("attention_mask"), device=mask.device
-            )
-            normalizer = mask.sum().clamp(min=1)
-        total = torch.zeros((), device=mask.device)
-        for student_layer, teacher_layer in layer_map.items():
-            student_states = select(student_hidden[student_layer], mask, shifted)
-            teacher_states = select(teacher_hidden[teacher_layer], mask, shifted).float()
-            if self.projections is not None:
-                student_states = self.projections(student_layer, student_states.float())
-            total = total + self.hidden_loss_fn(student_states.float(), teacher_states, normalizer)
-        return total
 
     # ------------------------------------------------------------------ bookkeeping
     def _await_backward(self, loss: torch.Tensor) -> None:
@@ -600,7 +379,8 @@ class DistillationCallback(TrainerCallback):
 
         loss.register_hook(reached_backward)
 
-    def _record(self, logit_loss, hidden_loss, task_loss, *, normalized_globally: bool) -> None:
+    def _record(self, losses: DistillationLosses, *, normalized_globally: bool) -> None:
+        logit_loss, hidden_loss, task_loss = losses.logit_loss, losses.hidden_loss, losses.task_loss
         device = logit_loss.device
         self._saw_task_loss = self._saw_task_loss or task_loss is not None
         task = task_loss.detach().float().to(device) if task_loss is not None else torch.zeros((), device=device)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from hf_compress.config_base import CompressionConfig, check_choice, check_number
+from hf_compress.config_base import CompressionConfig, check_bool, check_choice, check_number
 from hf_compress.registry import validate_name
 
 HIDDEN_LOSSES = ("mse", "cosine")
@@ -77,8 +77,7 @@ class DistillationConfig(CompressionConfig):
             self.teacher_dtype = check_choice(
                 "teacher_dtype", str(self.teacher_dtype).replace("torch.", ""), TEACHER_DTYPES
             )
-        if self.causal_shift is not None and not isinstance(self.causal_shift, bool):
-            raise ValueError(f"causal_shift must be True, False or None (detect); got {self.causal_shift!r}")
+        check_bool("causal_shift", self.causal_shift, allow_none=True)
         if not isinstance(self.loss_kwargs, dict):
             raise ValueError(f"loss_kwargs must be a dict of keyword options; got {type(self.loss_kwargs).__name__}")
         self.layer_map = _check_layer_map(self.layer_map)

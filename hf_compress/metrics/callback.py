@@ -28,6 +28,7 @@ from transformers import TrainerCallback
 from hf_compress.distributed import all_gather_objects, is_sharded, rank, unwrap_model, world_size
 from hf_compress.metrics.config import HallucinationConfig
 from hf_compress.metrics.scoring import score_hallucination, validate_inputs
+from hf_compress.trainer.logs import add_to_logs
 
 DEFAULT_GENERATION_KWARGS = {"max_new_tokens": 32, "do_sample": False}
 
@@ -123,12 +124,7 @@ class HallucinationEvalCallback(TrainerCallback):
         if not logs or not self._is_evaluation_log(logs):
             return
         metrics = self._metrics_for_step(state, kwargs)
-        logs.update(metrics)
-        # Trainer.log appends a copy of the logs to log_history before calling callbacks: update that entry too
-        if state.log_history and all(
-            state.log_history[-1].get(key) == logs.get(key) for key in self._runtime_keys(logs)
-        ):
-            state.log_history[-1].update(metrics)
+        add_to_logs(self, args, state, logs, metrics)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if metrics is None or not self._is_evaluation_log(metrics):

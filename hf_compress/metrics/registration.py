@@ -1,13 +1,16 @@
-"""Registers the built-in hallucination checkers (registry kind ``hallucination_checker``)."""
+"""Registers the built-in hallucination checkers (registry kind ``hallucination_checker``), imported on first use."""
 
 from __future__ import annotations
 
-from hf_compress.metrics.checkers.embedding import EmbeddingChecker
-from hf_compress.metrics.checkers.lexical import LexicalChecker
-from hf_compress.metrics.checkers.nli import NLIChecker
+CHECKERS = {
+    "lexical": "hf_compress.metrics.checkers.lexical:LexicalChecker",
+    "embedding": "hf_compress.metrics.checkers.embedding:EmbeddingChecker",
+    "nli": "hf_compress.metrics.checkers.nli:NLIChecker",
+}
 
 
 def register(registry) -> None:
-    registry.register("hallucination_checker", "lexical", LexicalChecker)
-    registry.register("hallucination_checker", "embedding", EmbeddingChecker)
-    registry.register("hallucination_checker", "nli", NLIChecker)
+    from hf_compress.registry import lazy
+
+    for name, target in CHECKERS.items():
+        registry.register("hallucination_checker", name, lazy(target))

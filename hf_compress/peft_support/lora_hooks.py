@@ -1,14 +1,17 @@
 """How hf_compress's callbacks act on LoRA layers while a PeftModel trains.
 
 Each ``peft`` ``lora.Linear`` whose base layer is pruned or quantized gets a :class:`LoraCompressionState` (attribute
-``hf_compress_lora``) and, on the instance only, three methods:
+``hf_compress_lora``), a forward pre-hook and a forward hook (torch's public module hooks), and two guarded methods:
 
-- ``forward``: the effective weight ``(W + scaling * B @ A) * M`` is put in place of the base layer's weight for
+- forward hooks: the pre-hook marks the active adapters merged for this call, so peft's own ``forward`` runs the base
+  layer alone, and puts the effective weight ``(W + scaling * B @ A) * M`` is put in place of the base layer's weight for
   the duration of its forward (one matmul, and the update never touches a pruned weight). Under QAT, QAT's own hooks
   on the base layer then fake-quantize that sum (QA-LoRA style; LoRA dropout is not applied then). With LoRA dropout
   in training (and no QAT) the layer computes ``base(x) + dropout(x) @ ((scaling * B @ A) * M)^T`` instead (the base
-  weight is already ``W * M``). Disabled or merged adapters behave exactly as in peft.
-- ``merge``: refuses while a mask exists and the update is not merged yet, pointing to
+  weight is already ``W * M``; the forward hook adds the masked update). The forward hook restores the merged state
+  and the base weight. Disabled or merged adapters behave exactly as in peft.
+- ``merge`` (the one adapter on peft instances, as peft has no hook to refuse a merge; ``tests/peft`` fails the
+  day it stops refusing): refuses while a mask exists and the update is not merged yet, pointing to
   :func:`hf_compress.merge_and_unload` (peft's merge would add the unmasked ``B @ A`` and lose the sparsity).
 - ``unmerge``: refuses after QAT folded the update into the quantized base weight.
 
@@ -30,7 +33,7 @@ from __future__ import annotations
 import logging
 import types
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +68,11 @@ class LoraCompressionState:
     mask_of: Callable[[str], torch.Tensor | None] | None = None
     fold: bool = False
     folded: bool = False
+    handles: list = field(default_factory=list)
+    # set by the pre-hook for the forward in progress, cleared by the forward hook
+    saved_merged: list | None = None
+    saved_weight: torch.Tensor | None = None
+    pending_update: tuple | None = None
 
     def mask(self) -> torch.Tensor | None:
         return None if self.mask_of is None else self.mask_of(self.name)
@@ -104,15 +112,22 @@ def _install(layer: nn.Module, name: str) -> LoraCompressionState:
     if state is None:
         state = LoraCompressionState(name)
         setattr(layer, STATE_ATTRIBUTE, state)
-        layer.forward = types.MethodType(_compressed_forward, layer)
+        state.handles = [
+            layer.register_forward_pre_hook(_before_lora_forward, with_kwargs=True),
+            layer.register_forward_hook(_after_lora_forward, with_kwargs=True, always_call=True),
+        ]
         layer.merge = types.MethodType(_guarded_merge, layer)
         layer.unmerge = types.MethodType(_guarded_unmerge, layer)
     return state
 
 
 def remove_compression_state(layer: nn.Module) -> None:
-    """Give ``layer`` back its class's ``forward`` / ``merge`` / ``unmerge`` and drop its hf_compress state."""
-    for attribute in ("forward", "merge", "unmerge", STATE_ATTRIBUTE):
+    """Remove hf_compress's hooks from ``layer``, give it back its class's ``merge`` / ``unmerge``, drop its state."""
+    state = compression_state(layer)
+    if state is not None:
+        for handle in state.handles:
+            handle.remove()
+    for attribute in ("merge", "unmerge", STATE_ATTRIBUTE):
         layer.__dict__.pop(attribute, None)
 
 
@@ -215,40 +230,56 @@ def _lora_layers(model: nn.Module, modules: dict[str, nn.Module], technique: str
     return layers
 
 
-# ---------------------------------------------------------------------- instance methods of compressed LoRA layers
-def _compressed_forward(self: nn.Module, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    state = compression_state(self)
-    class_forward = type(self).forward
-    adapters = active_lora_adapters(self)
-    if self.disable_adapters or self.merged or not adapters:
-        return class_forward(self, x, *args, **kwargs)
+# ---------------------------------------------------------------------- forward hooks of compressed LoRA layers
+def _before_lora_forward(layer: nn.Module, args: tuple, kwargs: dict):
+    state = compression_state(layer)
+    adapters = active_lora_adapters(layer)
+    if state is None or layer.disable_adapters or layer.merged or not adapters:
+        return None
     if kwargs.get("adapter_names") is not None:
         raise ValueError(
             f"{state.name}: mixed-adapter batches (adapter_names=...) are not supported while hf_compress prunes or "
             "quantizes this LoRA layer"
         )
     mask = state.mask()
-    base = self.get_base_layer()
+    base = layer.get_base_layer()
+    state.saved_merged = list(layer.merged_adapters)
+    layer.merged_adapters.extend(adapters)  # peft's forward now calls the base layer alone
     # One matmul with the effective weight when no dropout acts on the LoRA input (QAT always takes this path).
-    no_dropout = not self.training or all(isinstance(self.lora_dropout[a], nn.Identity) for a in adapters)
+    no_dropout = not layer.training or all(isinstance(layer.lora_dropout[a], nn.Identity) for a in adapters)
     if state.fold or no_dropout:
         weight = base._parameters["weight"]
-        combined = effective_weight(weight_out_in(weight, base), [_delta(self, a) for a in adapters], mask)
+        combined = effective_weight(weight_out_in(weight, base), [_delta(layer, a) for a in adapters], mask)
+        state.saved_weight = weight
         # A plain tensor in place of the Parameter for this forward only (QAT's hooks quantize what they find here).
         base._parameters["weight"] = combined.t() if is_conv1d(base) else combined
-        try:
-            return base(x, *args, **kwargs)
-        finally:
-            base._parameters["weight"] = weight
-    result = base(x, *args, **kwargs)
-    result_dtype = result.dtype
+    else:
+        state.pending_update = (args[0] if args else kwargs["x"], adapters, mask)
+    return None
+
+
+def _after_lora_forward(layer: nn.Module, args: tuple, kwargs: dict, output):
+    state = compression_state(layer)
+    if state is None or state.saved_merged is None:
+        return None
+    layer.merged_adapters[:] = state.saved_merged
+    state.saved_merged = None
+    if state.saved_weight is not None:
+        layer.get_base_layer()._parameters["weight"] = state.saved_weight
+        state.saved_weight = None
+    pending, state.pending_update = state.pending_update, None
+    if pending is None or output is None:
+        return None
+    x, adapters, mask = pending
+    result = output
     for adapter in adapters:
-        lora_input = self._cast_input_dtype(x, self.lora_A[adapter].weight.dtype)
-        update = masked(_delta(self, adapter), mask)
-        result = result + F.linear(self.lora_dropout[adapter](lora_input), update)
-    return result.to(result_dtype)
+        lora_input = layer._cast_input_dtype(x, layer.lora_A[adapter].weight.dtype)
+        update = masked(_delta(layer, adapter), mask)
+        result = result + F.linear(layer.lora_dropout[adapter](lora_input), update)
+    return result.to(output.dtype)
 
 
+# ---------------------------------------------------------------------- the merge adapter (peft has no hook)
 def _has_unmerged_mask(layer: nn.Module) -> bool:
     state = compression_state(layer)
     return state is not None and not layer.merged and state.mask() is not None

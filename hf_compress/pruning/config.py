@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from hf_compress.config_base import CompressionConfig, check_choice, check_number, check_step_spec
+from hf_compress.config_base import (
+    CompressionConfig,
+    check_bool,
+    check_choice,
+    check_number,
+    check_regex_list,
+    check_step_spec,
+)
 from hf_compress.pruning.patterns import parse_n_m, pattern_final_sparsity, validate_pattern
 
 SCOPES = ("layer", "global")
@@ -96,8 +102,8 @@ class PruningConfig(CompressionConfig):
         if self.criterion_kwargs is not None and not isinstance(self.criterion_kwargs, dict):
             raise ValueError(f"criterion_kwargs must be a dict of options or None; got {self.criterion_kwargs!r}")
         check_choice("scope", self.scope, SCOPES)
-        for name in ("targets", "exclude"):
-            _check_regex_list(name, getattr(self, name))
+        self.targets = check_regex_list("targets", self.targets)
+        self.exclude = check_regex_list("exclude", self.exclude)
         if self.per_layer is not None:
             if not isinstance(self.per_layer, dict):
                 raise ValueError(f"per_layer must be a dict {{regex: sparsity}} or None; got {self.per_layer!r}")
@@ -106,13 +112,12 @@ class PruningConfig(CompressionConfig):
                     f"per_layer: not allowed with the N:M pattern {self.pattern!r} (its sparsity is fixed)"
                 )
             for regex, sparsity in self.per_layer.items():
-                _check_regex_list("per_layer", [regex])
+                check_regex_list("per_layer", [regex])
                 check_number(f"per_layer[{regex!r}]", sparsity, low=0.0, high=1.0, high_inclusive=False)
-        if not isinstance(self.mask_gradients, bool):
-            raise ValueError(f"mask_gradients must be True or False; got {self.mask_gradients!r}")
+        check_bool("mask_gradients", self.mask_gradients)
         check_number("seed", self.seed, integer=True)
-        # the criterion checks its own options (criterion_kwargs); a throwaway instance raises them now
-        get_registry().get("pruning_criterion", self.criterion)(seed=self.seed, **(self.criterion_kwargs or {}))
+        # the criterion checks its own options (criterion_kwargs), without being built
+        get_registry().get("pruning_criterion", self.criterion).check_options(**(self.criterion_kwargs or {}))
 
     @property
     def final_sparsity(self) -> float:
@@ -125,15 +130,3 @@ class PruningConfig(CompressionConfig):
         """The pattern as the pruning functions expect it: ``"2:4"`` for ``" 2 : 4 "``, names lowercased."""
         n_m = parse_n_m(self.pattern)
         return f"{n_m[0]}:{n_m[1]}" if n_m else self.pattern.lower()
-
-
-def _check_regex_list(name: str, value: Any) -> None:
-    if value is None:
-        return
-    if isinstance(value, str) or not all(isinstance(item, str) for item in value):
-        raise ValueError(f"{name} must be a list of regex strings (e.g. [r'\\.mlp\\.']) or None; got {value!r}")
-    for item in value:
-        try:
-            re.compile(item)
-        except re.error as error:
-            raise ValueError(f"{name}: {item!r} is not a valid regex: {error}") from None

@@ -77,13 +77,17 @@ class PruningCriterion:
     updates_weights: bool = False
 
     def __init__(self, *, seed: int = 0, **options) -> None:
-        if options:
-            raise ValueError(
-                f"criterion_kwargs: {type(self).__name__} takes no options; got {', '.join(sorted(options))}"
-            )
+        type(self).check_options(**options)
         self.seed = seed
         self.modules: dict[str, nn.Module] = {}
         self.hooks: list = []
+
+    @classmethod
+    def check_options(cls, **options) -> None:
+        """Raise a ValueError for ``criterion_kwargs`` this criterion does not take; ``PruningConfig`` calls it
+        without building the criterion. Criteria with options override it (and call it from ``__init__``)."""
+        if options:
+            raise ValueError(f"criterion_kwargs: {cls.__name__} takes no options; got {', '.join(sorted(options))}")
 
     def attach(self, modules: dict[str, nn.Module]) -> None:
         self.modules = dict(modules)

@@ -36,10 +36,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import TrainerCallback
 
-from hf_compress.config_base import CompressionConfig, check_number, check_step_spec, resolve_step
+from hf_compress.config_base import CompressionConfig, check_number, check_regex_list, check_step_spec, resolve_step
 from hf_compress.distributed import all_reduce_sum_, is_sharded, local_tensor, unwrap_model
 from hf_compress.targets import find_target_modules
-from hf_compress.trainer_logs import add_to_logs, run_before_reporters
+from hf_compress.trainer.logs import add_to_logs
 
 
 @dataclass
@@ -76,23 +76,13 @@ class L1RegularizationConfig(CompressionConfig):
     def __post_init__(self) -> None:
         check_number("l1_lambda", self.l1_lambda, low=0.0, low_inclusive=False)
         self.l1_lambda = float(self.l1_lambda)
-        self.targets = _check_regex_list("targets", self.targets)
-        self.exclude = _check_regex_list("exclude", self.exclude)
+        self.targets = check_regex_list("targets", self.targets)
+        self.exclude = check_regex_list("exclude", self.exclude)
         check_step_spec("start", self.start)
         if self.end is not None:
             check_step_spec("end", self.end)
             if type(self.start) is type(self.end) and self.end < self.start:
                 raise ValueError(f"end must be at or after start ({self.start!r}); got end={self.end!r}")
-
-
-def _check_regex_list(field: str, value) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
-        raise ValueError(f"{field} must be a list of regex strings (or None); got {value!r}")
-    return list(value)
 
 
 def soft_threshold_(weight: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -151,7 +141,6 @@ class L1RegularizationCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if model is None:
             raise ValueError("L1RegularizationCallback needs the Trainer's model in on_train_begin")
-        run_before_reporters(self)
         self.modules = find_target_modules(unwrap_model(model), self.config.targets, self.config.exclude)
         total = state.max_steps
         self.start_step = resolve_step(self.config.start, total)
@@ -181,7 +170,9 @@ class L1RegularizationCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None or not self.modules or "train_runtime" in logs:  # skip the end-of-training summary
             return
-        add_to_logs(state, logs, {"l1/zero_fraction": self.zero_fraction(), "l1/threshold": self.last_threshold})
+        add_to_logs(
+            self, args, state, logs, {"l1/zero_fraction": self.zero_fraction(), "l1/threshold": self.last_threshold}
+        )
 
     # ---------------------------------------------------------------- helpers
     def is_active(self, completed_steps: int) -> bool:

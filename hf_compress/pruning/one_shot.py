@@ -1,7 +1,9 @@
 """One-shot pruning from calibration batches, before (or instead of) gradual pruning.
 
 ``method="sparsegpt"`` removes weights and updates the rest to reconstruct each layer's outputs (see
-:mod:`hf_compress.pruning.reconstruction`); ``method="magnitude"`` only removes the smallest weights. SparseGPT runs
+:mod:`hf_compress.pruning.reconstruction`); ``method="magnitude"`` only removes the smallest weights; any other
+registered ``pruning_criterion`` (a plugin's too, e.g. ``"wanda"``) scores the weights after the calibration batches
+ran through the model with the criterion attached. SparseGPT runs
 block by block: the layers of transformer block ``k`` see inputs produced by blocks ``0..k-1`` as already pruned, as
 in the paper and llm-compressor. A one-shot mask is a good start for fine-tuning: hold it with
 ``PruningCallback(PruningConfig(schedule="constant", ...))`` and recover with ``DistillationCallback``.
@@ -40,12 +42,14 @@ from hf_compress.pruning.masks import apply_masks_, mask_sparsity, module_sparsi
 from hf_compress.pruning.patterns import check_pattern_fits, compute_mask, pattern_final_sparsity, validate_pattern
 from hf_compress.pruning.reconstruction import reconstruct_pruned
 from hf_compress.pruning.sparsegpt_criterion import SharedInputGram
+from hf_compress.registry import get_registry, validate_name
 from hf_compress.targets import find_target_modules, in_out_features, weight_out_in
-from hf_compress.trainer_logs import add_to_logs, run_before_reporters
+from hf_compress.trainer.logs import add_to_logs
 
 logger = logging.getLogger(__name__)
 
-ONE_SHOT_METHODS = ("sparsegpt", "magnitude")
+ONE_SHOT_METHODS = ("sparsegpt", "magnitude")  # plus every registered pruning_criterion
+COMPARISON_GROUPS = ("layer", "row")
 _BLOCK = re.compile(r"^(.*?\.\d+)(?:\.|$)")
 
 
@@ -63,9 +67,18 @@ def _blocks(modules: dict[str, nn.Module]) -> list[tuple[str, list[str]]]:
     return sorted(groups.items(), key=lambda item: _BLOCK.match(item[0]) is None)
 
 
-def _check_inputs(sparsity: float, pattern: str, method: str, block_size: int, dampening: float) -> str:
+def _check_inputs(
+    sparsity: float, pattern: str, method: str, block_size: int, dampening: float, comparison: str = "layer"
+) -> str:
     check_number("sparsity", sparsity, low=0.0, high=1.0, high_inclusive=False)
-    check_choice("method", method, ONE_SHOT_METHODS)
+    if not isinstance(method, str) or method.lower() not in ONE_SHOT_METHODS:
+        criterion = get_registry().get("pruning_criterion", validate_name("pruning_criterion", method, "method"))
+        if criterion.uses_gradients:
+            raise ValueError(
+                f"method={method!r} scores from gradients, which one-shot pruning does not compute; allowed: "
+                f"{', '.join(ONE_SHOT_METHODS)} or a criterion that scores from weights and activations"
+            )
+    check_choice("comparison", comparison, COMPARISON_GROUPS)
     check_number("block_size", block_size, low=1, integer=True)
     check_number("dampening", dampening, low=0.0)
     pattern = validate_pattern(pattern)
@@ -118,6 +131,62 @@ def _input_hessians(
 
 
 @torch.no_grad()
+def run_calibration(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]]) -> int:
+    """Run ``batches`` (``labels`` dropped) through ``model`` in eval mode, without cache; restore both after.
+
+    Returns how many batches ran. Hooks attached beforehand (a criterion's) see every calibration token.
+    """
+    device = next(model.parameters()).device
+    was_training, use_cache = model.training, getattr(getattr(model, "config", None), "use_cache", None)
+    model.eval()
+    if use_cache is not None:
+        model.config.use_cache = False
+    seen = 0
+    try:
+        for batch in batches:
+            model(
+                **{key: value.to(device) for key, value in batch.items() if key != "labels" and torch.is_tensor(value)}
+            )
+            seen += 1
+    finally:
+        model.train(was_training)
+        if use_cache is not None:
+            model.config.use_cache = use_cache
+    return seen
+
+
+def _row_wise_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Keep the top ``1 - sparsity`` scores of every output row (Wanda's per-output comparison group)."""
+    prune_per_row = int(round(sparsity * scores.shape[1]))
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    if prune_per_row:
+        lowest = torch.topk(scores, prune_per_row, dim=1, largest=False).indices
+        keep.scatter_(1, lowest, False)
+    return keep
+
+
+def _criterion_masks(inner, modules, batches, sparsity, pattern, method, comparison) -> dict[str, torch.Tensor]:
+    criterion = get_registry().get("pruning_criterion", method.lower())()
+    criterion.attach(modules)
+    try:
+        if criterion.data_dependent and run_calibration(inner, batches) == 0:
+            raise ValueError(f"calibration_batches: method={method!r} needs at least one batch of model inputs")
+    finally:
+        criterion.detach()
+    for tensor in criterion.local_statistics().values():
+        all_reduce_mean_(tensor)
+    masks = {}
+    for name, module in modules.items():
+        scores = criterion.scores(name, module)
+        if pattern == "unstructured" and comparison == "row":
+            masks[name] = _row_wise_mask(scores, sparsity)
+        else:
+            masks[name] = compute_mask(scores, sparsity, pattern)
+    apply_masks_(modules, masks)
+    return masks
+
+
+@torch.no_grad()
 def prune_one_shot(
     model: nn.Module,
     calibration_batches: Iterable[Mapping[str, torch.Tensor]],
@@ -129,6 +198,7 @@ def prune_one_shot(
     exclude: Sequence[str] | None = None,
     block_size: int = 128,
     dampening: float = 0.01,
+    comparison: str = "layer",
 ) -> dict[str, torch.Tensor]:
     """Prune ``model`` in place, once; return the keep masks (``{module name: bool [out, in]}``).
 
@@ -139,15 +209,18 @@ def prune_one_shot(
             transformer block; magnitude ignores them.
         sparsity (`float`): fraction removed in every layer, in [0, 1). N:M patterns remove ``1 - N/M``.
         pattern (`str`): ``"unstructured"`` or an N:M pattern such as ``"2:4"``.
-        method (`str`): ``"sparsegpt"`` (reconstruct the layer outputs) or ``"magnitude"``.
+        method (`str`): ``"sparsegpt"`` (reconstruct the layer outputs), ``"magnitude"``, or any registered
+            ``pruning_criterion`` that scores from weights and activations (e.g. the wanda plugin's ``"wanda"``).
         targets / exclude: regexes of module names, as in ``PruningConfig``.
         block_size (`int`): SparseGPT columns whose masks are chosen together (128 in the paper).
         dampening (`float`): SparseGPT ridge, a fraction of the mean diagonal of each layer's input Hessian.
+        comparison (`str`): for a criterion and unstructured masks, ``"layer"`` (lowest scores of the layer) or
+            ``"row"`` (each output row keeps its own top scores, as Wanda does).
 
     Under ``accelerate launch`` every rank calls it with its own batches: the Hessians are averaged across ranks, so
     every rank ends with the same weights.
     """
-    pattern = _check_inputs(sparsity, pattern, method, block_size, dampening)
+    pattern = _check_inputs(sparsity, pattern, method, block_size, dampening, comparison)
     inner = unwrap_model(model)
     modules = find_target_modules(inner, targets, exclude)
     if not modules:
@@ -161,6 +234,8 @@ def prune_one_shot(
         }
         apply_masks_(modules, masks)
         return masks
+    if method.lower() != "sparsegpt":
+        return _criterion_masks(inner, modules, calibration_batches, sparsity, pattern, method, comparison)
 
     device = next(inner.parameters()).device
     batches = [
@@ -217,11 +292,7 @@ class CalibratedOneShotCallback(TrainerCallback, ABC):
     def before_pruning(self, model: nn.Module) -> None:
         """A check on the model right before :meth:`prune` (nothing by default)."""
 
-    def on_init_end(self, args, state, control, **kwargs):
-        run_before_reporters(self)
-
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
-        run_before_reporters(self)
         if state.global_step > 0:
             return
         if train_dataloader is None:
@@ -233,7 +304,7 @@ class CalibratedOneShotCallback(TrainerCallback, ABC):
         if logs is not None and self.masks:
             total = sum(mask.numel() for mask in self.masks.values())
             pruned = sum(mask.numel() * mask_sparsity(mask) for mask in self.masks.values())
-            add_to_logs(state, logs, {self.log_key: pruned / total})
+            add_to_logs(self, args, state, logs, {self.log_key: pruned / total})
 
 
 class OneShotPruningCallback(CalibratedOneShotCallback):
@@ -258,10 +329,11 @@ class OneShotPruningCallback(CalibratedOneShotCallback):
         exclude: Sequence[str] | None = None,
         block_size: int = 128,
         dampening: float = 0.01,
+        comparison: str = "layer",
     ) -> None:
-        self.pattern = _check_inputs(sparsity, pattern, method, block_size, dampening)
+        self.pattern = _check_inputs(sparsity, pattern, method, block_size, dampening, comparison)
         super().__init__(calibration_batches)
-        self.sparsity, self.method = sparsity, method
+        self.sparsity, self.method, self.comparison = sparsity, method, comparison
         self.targets, self.exclude, self.block_size, self.dampening = targets, exclude, block_size, dampening
 
     def before_pruning(self, model: nn.Module) -> None:
@@ -286,4 +358,5 @@ class OneShotPruningCallback(CalibratedOneShotCallback):
             exclude=self.exclude,
             block_size=self.block_size,
             dampening=self.dampening,
+            comparison=self.comparison,
         )

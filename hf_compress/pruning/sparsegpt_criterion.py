@@ -26,6 +26,7 @@ import logging
 import torch
 from torch import nn
 
+from hf_compress.config_base import check_number
 from hf_compress.distributed import full_tensor
 from hf_compress.pruning.criteria import PruningCriterion
 from hf_compress.pruning.masks import write_weight_
@@ -62,12 +63,14 @@ class SparseGPTCriterion(PruningCriterion):
     data_dependent = True
     updates_weights = True
 
+    @classmethod
+    def check_options(cls, *, dampening: float = 0.01, block_size: int = 128, **options) -> None:
+        super().check_options(**options)
+        check_number("criterion_kwargs.dampening", dampening, low=0.0)
+        check_number("criterion_kwargs.block_size", block_size, low=1, integer=True)
+
     def __init__(self, *, seed: int = 0, dampening: float = 0.01, block_size: int = 128, **options) -> None:
-        super().__init__(seed=seed, **options)
-        if not isinstance(dampening, (int, float)) or dampening < 0:
-            raise ValueError(f"criterion_kwargs.dampening must be a number >= 0; got {dampening!r}")
-        if not isinstance(block_size, int) or block_size < 1:
-            raise ValueError(f"criterion_kwargs.block_size must be an integer >= 1; got {block_size!r}")
+        super().__init__(seed=seed, dampening=dampening, block_size=block_size, **options)
         self.dampening, self.block_size = float(dampening), block_size
         self.hessians: dict[str, torch.Tensor] = {}
         self.tokens: dict[str, torch.Tensor] = {}

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hf_compress.config_base import CompressionConfig, check_choice, check_number, check_step_spec
+from hf_compress.config_base import (
+    CompressionConfig,
+    check_bool,
+    check_choice,
+    check_number,
+    check_regex_list,
+    check_step_spec,
+)
 from hf_compress.quantization.grid import GRANULARITIES, MAX_BITS, MIN_BITS, SCALE_METHODS, QuantSpec
 from hf_compress.registry import validate_name
 
@@ -67,7 +74,7 @@ class QATConfig(CompressionConfig):
 
     def __post_init__(self) -> None:
         check_number("weight_bits", self.weight_bits, low=MIN_BITS, high=MAX_BITS, integer=True)
-        _check_bool("symmetric", self.symmetric)
+        check_bool("symmetric", self.symmetric)
         self.granularity = check_choice("granularity", self.granularity, GRANULARITIES)
         if self.granularity == "per_group":
             if self.group_size is None:
@@ -85,7 +92,7 @@ class QATConfig(CompressionConfig):
         if self.activations is not None:
             self.activations = check_choice("activations", self.activations, ACTIVATION_MODES)
         check_number("activation_bits", self.activation_bits, low=MIN_BITS, high=MAX_BITS, integer=True)
-        _check_bool("activation_symmetric", self.activation_symmetric)
+        check_bool("activation_symmetric", self.activation_symmetric)
         check_number("observer_momentum", self.observer_momentum, low=0.0, high=1.0, high_inclusive=False)
         check_step_spec("freeze_observers", self.freeze_observers)
         check_step_spec("start", self.start)
@@ -95,8 +102,8 @@ class QATConfig(CompressionConfig):
                     f"freeze_observers must come after start (observers need at least one step to observe); "
                     f"got freeze_observers={self.freeze_observers!r}, start={self.start!r}"
                 )
-        self.targets = _check_patterns("targets", self.targets)
-        self.exclude = _check_patterns("exclude", self.exclude)
+        self.targets = check_regex_list("targets", self.targets)
+        self.exclude = check_regex_list("exclude", self.exclude)
 
     def weight_spec(self) -> QuantSpec:
         """The weight grid as a :class:`~hf_compress.quantization.grid.QuantSpec`."""
@@ -107,18 +114,3 @@ class QATConfig(CompressionConfig):
         if self.activations is None:
             return None
         return QuantSpec(self.activation_bits, self.activation_symmetric, "per_tensor", None)
-
-
-def _check_bool(field: str, value) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{field} must be True or False; got {value!r}")
-
-
-def _check_patterns(field: str, value) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
-        raise ValueError(f"{field} must be a list of regex strings or None; got {value!r}")
-    return list(value)

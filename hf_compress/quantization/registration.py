@@ -9,10 +9,21 @@ The interface a plugin quantizer implements is documented in :mod:`hf_compress.q
 from __future__ import annotations
 
 
-def register(registry) -> None:
-    from hf_compress.quantization.export_formats import register_export_formats
-    from hf_compress.quantization.observers import LSQWeightQuantizer, WeightQuantizer
+def qat_callback(config):
+    from hf_compress.quantization.callback import QATCallback
 
-    registry.register("quantizer", "int", WeightQuantizer)
-    registry.register("quantizer", "lsq", LSQWeightQuantizer)
+    return QATCallback(config)
+
+
+def register(registry) -> None:
+    from hf_compress.recipes.technique import Technique
+
+    registry.register(
+        "technique", "quantization", Technique("hf_compress.quantization.config:QATConfig", qat_callback, order=50)
+    )
+    from hf_compress.quantization.export_formats import register_export_formats
+    from hf_compress.registry import lazy
+
+    registry.register("quantizer", "int", lazy("hf_compress.quantization.observers:WeightQuantizer"))
+    registry.register("quantizer", "lsq", lazy("hf_compress.quantization.observers:LSQWeightQuantizer"))
     register_export_formats(registry)

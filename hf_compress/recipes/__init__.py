@@ -15,15 +15,27 @@ callbacks = hf_compress.callbacks_from_recipe("recipe.yaml", teacher=teacher_mod
 ```
 """
 
-from hf_compress.recipes.apply import CompressionArguments, attach, callbacks_from_recipe
-from hf_compress.recipes.schema import RECIPE_FILENAME, TECHNIQUES, Recipe, load_recipe
+from __future__ import annotations
 
-__all__ = [
-    "RECIPE_FILENAME",
-    "TECHNIQUES",
-    "CompressionArguments",
-    "Recipe",
-    "attach",
-    "callbacks_from_recipe",
-    "load_recipe",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "RECIPE_FILENAME": "hf_compress.recipes.schema",
+    "CompressionArguments": "hf_compress.recipes.apply",
+    "Recipe": "hf_compress.recipes.schema",
+    "Technique": "hf_compress.recipes.technique",
+    "attach": "hf_compress.recipes.apply",
+    "callbacks_from_recipe": "hf_compress.recipes.apply",
+    "load_recipe": "hf_compress.recipes.schema",
+    "techniques": "hf_compress.recipes.schema",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:  # imported on first use: the registry imports Technique at discovery
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'hf_compress.recipes' has no attribute {name!r}")
+    return getattr(importlib.import_module(module_name), name)

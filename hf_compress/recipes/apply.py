@@ -9,7 +9,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from hf_compress.distributed import is_main_process, unwrap_model
-from hf_compress.recipes.schema import RECIPE_FILENAME, Recipe, load_recipe
+from hf_compress.recipes.schema import RECIPE_FILENAME, Recipe, load_recipe, techniques
 
 
 class RecipeRecorderCallback(TrainerCallback):
@@ -49,7 +49,6 @@ def callbacks_from_recipe(recipe: str | os.PathLike | dict | Recipe, teacher: An
     """
     recipe = load_recipe(recipe)
     callbacks: list[TrainerCallback] = []
-    configs = recipe.configs
     # Plugin callbacks first: a one-shot pruner must have pruned before PruningCallback measures initial sparsity.
     if recipe.callbacks:
         from hf_compress.registry import get_registry
@@ -60,34 +59,25 @@ def callbacks_from_recipe(recipe: str | os.PathLike | dict | Recipe, teacher: An
                 callbacks.append(factory(**spec.fields))
             except (TypeError, ValueError) as error:
                 raise ValueError(f"{recipe.source}: callbacks[{index}] ({spec.name}): {error}") from None
-    if "distillation" in configs:
-        from hf_compress.distillation.callback import DistillationCallback
-
-        chosen_teacher = teacher if teacher is not None else recipe.teacher
-        if chosen_teacher is None:
-            raise ValueError(
-                f"{recipe.source}: distillation.teacher: a teacher is required: give a model path in the recipe "
-                "or pass teacher= to callbacks_from_recipe / attach"
-            )
-        callbacks.append(DistillationCallback(chosen_teacher, configs["distillation"]))
-    if "pruning" in configs:
-        from hf_compress.pruning.callback import PruningCallback
-
-        callbacks.append(PruningCallback(configs["pruning"]))
-    if "l1_regularization" in configs:
-        from hf_compress.pruning.l1 import L1RegularizationCallback
-
-        callbacks.append(L1RegularizationCallback(configs["l1_regularization"]))
-    if "quantization" in configs:
-        from hf_compress.quantization.callback import QATCallback
-
-        callbacks.append(QATCallback(configs["quantization"]))
+    registered = techniques()
+    overrides = {"teacher": teacher}
+    for section in sorted(recipe.configs, key=lambda name: (registered[name].order, name)):
+        technique = registered[section]
+        values = dict(recipe.recipe_values.get(section, {}))
+        for key in technique.recipe_keys:
+            if overrides.get(key) is not None:
+                values[key] = overrides[key]
+        try:
+            callbacks.append(technique.callback(recipe.configs[section], values))
+        except ValueError as error:
+            raise ValueError(f"{recipe.source}: {error}") from None
     callbacks.append(RecipeRecorderCallback(recipe))
     return callbacks
 
 
 def attach(trainer, recipe: str | os.PathLike | dict | Recipe, teacher: Any = None) -> list[TrainerCallback]:
-    """Add a recipe's callbacks to an existing ``Trainer`` and return them.
+    """Add a recipe's callbacks to an existing ``Trainer`` (before its reporters, so they log what the callbacks
+    add) and return them.
 
     Example:
 
@@ -98,10 +88,9 @@ def attach(trainer, recipe: str | os.PathLike | dict | Recipe, teacher: Any = No
     trainer.save_model()  # compression_recipe.yaml is written beside the model
     ```
     """
-    callbacks = callbacks_from_recipe(recipe, teacher=teacher)
-    for callback in callbacks:
-        trainer.add_callback(callback)
-    return callbacks
+    from hf_compress.trainer.logs import add_callbacks
+
+    return add_callbacks(trainer, *callbacks_from_recipe(recipe, teacher=teacher))
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import importlib
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,20 +13,23 @@ import yaml
 
 RECIPE_FILENAME = "compression_recipe.yaml"
 
-# section -> (module, config class); each class validates its own fields.
-TECHNIQUES: dict[str, tuple[str, str]] = {
-    "pruning": ("hf_compress.pruning.config", "PruningConfig"),
-    "l1_regularization": ("hf_compress.pruning.l1", "L1RegularizationConfig"),
-    "distillation": ("hf_compress.distillation.config", "DistillationConfig"),
-    "quantization": ("hf_compress.quantization.config", "QATConfig"),
-}
-EXTRA_KEYS = {"distillation": ("teacher",)}  # recipe-only keys that are not config fields
-TOP_LEVEL_KEYS = (*TECHNIQUES, "callbacks")
+PLUGIN_CALLBACKS_KEY = "callbacks"
+
+
+def techniques() -> dict[str, Any]:
+    """Recipe section -> :class:`~hf_compress.recipes.technique.Technique`, from the registry (built-ins and plugins
+    alike)."""
+    from hf_compress.registry import get_registry
+
+    return {name: component.obj for name, component in get_registry().view("technique").items()}
+
+
+def top_level_keys() -> tuple[str, ...]:
+    return (*sorted(techniques()), PLUGIN_CALLBACKS_KEY)
 
 
 def config_class(section: str) -> type:
-    module_name, class_name = TECHNIQUES[section]
-    return getattr(importlib.import_module(module_name), class_name)
+    return techniques()[section].config_class()
 
 
 @dataclass
@@ -41,9 +43,13 @@ class Recipe:
     """A validated recipe: one config per technique present, plus plugin callbacks."""
 
     configs: dict[str, Any] = field(default_factory=dict)
-    teacher: str | None = None
+    recipe_values: dict[str, dict[str, Any]] = field(default_factory=dict)  # section -> its non-config keys
     callbacks: list[PluginCallbackSpec] = field(default_factory=list)
     source: str = "<dict>"
+
+    @property
+    def teacher(self) -> str | None:
+        return self.recipe_values.get("distillation", {}).get("teacher")
 
     def techniques(self) -> list[str]:
         names = list(self.configs)
@@ -53,9 +59,7 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for section, config in self.configs.items():
-            out[section] = config.to_dict()
-        if self.teacher is not None:
-            out.setdefault("distillation", {})["teacher"] = self.teacher
+            out[section] = {**self.recipe_values.get(section, {}), **config.to_dict()}
         if self.callbacks:
             out["callbacks"] = [{"name": spec.name, **spec.fields} for spec in self.callbacks]
         return out
@@ -104,38 +108,36 @@ def load_recipe(recipe: str | os.PathLike | dict | Recipe) -> Recipe:
 def _validate(data: Any, source: str) -> Recipe:
     if data is None:
         data = {}
+    allowed = top_level_keys()
     if not isinstance(data, dict):
-        raise ValueError(
-            f"{source}: a recipe is a mapping with keys {', '.join(TOP_LEVEL_KEYS)}; got {type(data).__name__}"
-        )
+        raise ValueError(f"{source}: a recipe is a mapping with keys {', '.join(allowed)}; got {type(data).__name__}")
     recipe = Recipe(source=source)
+    registered = techniques()
     for key, value in data.items():
-        if key not in TOP_LEVEL_KEYS:
-            close = difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, n=1)
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(
-                f"{source}: {key}: unknown key; allowed top-level keys: {', '.join(TOP_LEVEL_KEYS)}.{hint}"
-            )
-        if key == "callbacks":
+            raise ValueError(f"{source}: {key}: unknown key; allowed top-level keys: {', '.join(allowed)}.{hint}")
+        if key == PLUGIN_CALLBACKS_KEY:
             recipe.callbacks = _plugin_callbacks(value, source)
             continue
+        technique = registered[key]
+        cls = technique.config_class()
         if value is None:
             value = {}
         if not isinstance(value, dict):
-            raise ValueError(
-                f"{source}: {key}: expected a mapping of {config_class(key).__name__} fields, got {value!r}"
-            )
+            raise ValueError(f"{source}: {key}: expected a mapping of {cls.__name__} fields, got {value!r}")
         values = dict(value)
-        for extra in EXTRA_KEYS.get(key, ()):
+        extras = {}
+        for extra, expected_type in technique.recipe_keys.items():
             if extra in values:
-                extra_value = values.pop(extra)
-                if key == "distillation" and extra == "teacher":
-                    if not isinstance(extra_value, str):
-                        raise ValueError(
-                            f"{source}: distillation.teacher: expected a model path string, got {extra_value!r}"
-                        )
-                    recipe.teacher = extra_value
-        cls = config_class(key)
+                extras[extra] = values.pop(extra)
+                if not isinstance(extras[extra], expected_type):
+                    raise ValueError(
+                        f"{source}: {key}.{extra}: expected a {expected_type.__name__}, got {extras[extra]!r}"
+                    )
+        if extras:
+            recipe.recipe_values[key] = extras
         try:
             recipe.configs[key] = cls.from_dict(values, where=key)
         except (TypeError, ValueError) as error:

@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer
 from transformers.modeling_outputs import CausalLMOutput
+from transformers.trainer_callback import PrinterCallback
 
 from conftest import VOCAB, LMDataset, launch_two_processes, tiny_gpt2, tiny_llama, training_args
-from hf_compress import DistillationCallback, DistillationConfig, PruningCallback, PruningConfig
+from hf_compress import DistillationCallback, DistillationConfig, PruningCallback, PruningConfig, add_callbacks
 from hf_compress.distillation.projections import LayerProjections
 from hf_compress.targets import find_target_modules
 
@@ -49,8 +50,8 @@ class MaskedLMDataset(torch.utils.data.Dataset):
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-class LogRecorder(TrainerCallback):
-    """Stands in for a reporter: records the logs dict its on_log receives."""
+class LogRecorder(PrinterCallback):
+    """Stands in for a reporter (a log printer): records the logs dict its on_log receives."""
 
     def __init__(self):
         self.seen = []
@@ -78,8 +79,9 @@ def train(student, teacher, config, tmp_path, *, dataset=None, trainer_cls=Train
         model=student,
         args=training_args(tmp_path / "out", **values),
         train_dataset=dataset if dataset is not None else LMDataset(n=32),
-        callbacks=[*callbacks, callback],
+        callbacks=list(callbacks),
     )
+    add_callbacks(trainer, callback)
     trainer.train()
     return trainer, callback
 

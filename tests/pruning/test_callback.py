@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from transformers.trainer_callback import PrinterCallback
 
 from conftest import MODEL_FACTORIES, dataset_for, tiny_gpt2, training_args
-from hf_compress import PruningCallback, PruningConfig
+from hf_compress import PruningCallback, PruningConfig, add_callbacks
 from hf_compress.pruning.criteria import PruningCriterion
 from hf_compress.pruning.masks import mask_in_storage_layout
 from hf_compress.registry import get_registry
@@ -228,7 +228,7 @@ def test_logs_reach_log_history_and_reporters_registered_earlier(tmp_path):
         train_dataset=dataset_for("gpt2"),
         callbacks=[recorder],
     )
-    trainer.add_callback(pruning)  # added after the reporter: its keys must still reach it
+    add_callbacks(trainer, pruning)  # added after the reporter: its keys must still reach it
     trainer.train()
     step_logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(step_logs) == 3 and all(SPARSITY_KEYS <= entry.keys() for entry in step_logs)

@@ -131,3 +131,40 @@ def test_hf_argument_parser_gets_compression_recipe(tmp_path):
         ["--output_dir", str(tmp_path), "--compression_recipe", "recipe.yaml"]
     )
     assert compression.compression_recipe == "recipe.yaml"
+
+
+def test_a_plugin_technique_is_a_recipe_section_of_equal_standing(tmp_path):
+    """The test plugin registers `weight_clip` as the built-ins register `pruning`: through registry kind technique."""
+    from hf_compress.registry import get_registry
+
+    components = {c.name: c for c in get_registry() if c.kind == "technique"}
+    assert {"pruning", "l1_regularization", "distillation", "quantization", "weight_clip"} <= set(components)
+    assert components["weight_clip"].distribution == "hf-compress-testplugin"
+    assert components["pruning"].distribution == "hf-compress"
+
+    recipe = {
+        "pruning": {"target_sparsity": 0.5, "start": 0, "end": 6, "frequency": 2},
+        "weight_clip": {"max_abs": 0.05},
+    }
+    path = write(tmp_path, recipe)
+    loaded = load_recipe(path)
+    assert loaded.techniques() == ["pruning", "weight_clip"]
+    assert load_recipe(loaded.to_dict()).to_dict() == loaded.to_dict()
+    with pytest.raises(ValueError, match="weight_clip.max_abs"):
+        load_recipe({"weight_clip": {"max_abs": -1.0}})
+    with pytest.raises(ValueError, match="allowed top-level keys: .*weight_clip"):
+        load_recipe({"weight_clipp": {}})
+    result = subprocess.run(["hf-compress", "recipe", "check", path], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+    model = tiny_gpt2()
+    trainer = Trainer(
+        model=model, args=training_args(tmp_path / "out", max_steps=8, logging_steps=4), train_dataset=LMDataset()
+    )
+    callbacks = hf_compress.attach(trainer, path)
+    assert [type(c).__name__ for c in callbacks] == ["PruningCallback", "WeightClipCallback", "RecipeRecorderCallback"]
+    trainer.train()
+    clipped = [m.weight for m in callbacks[1].modules.values()]
+    assert clipped and all(float(w.abs().max()) <= 0.05 + 1e-7 for w in clipped)
+    assert all("weight_clip/clipped" in e and "sparsity" in e for e in trainer.state.log_history if "loss" in e)
+    assert yaml.safe_load((tmp_path / "out" / RECIPE_FILENAME).read_text())["weight_clip"]["max_abs"] == 0.05

@@ -10,13 +10,26 @@ Registers:
 
 from __future__ import annotations
 
-from hf_compress_wanda.criterion import WandaCriterion
-from hf_compress_wanda.one_shot import WandaOneShotCallback, prune_one_shot
+import importlib
 
 __all__ = ["WandaCriterion", "WandaOneShotCallback", "prune_one_shot", "register"]
 __version__ = "0.1.0"
 
+_EXPORTS = {
+    "WandaCriterion": "hf_compress_wanda.criterion",
+    "WandaOneShotCallback": "hf_compress_wanda.one_shot",
+    "prune_one_shot": "hf_compress_wanda.one_shot",
+}
+
+
+def __getattr__(name: str):  # imported on first use, so plugin discovery stays cheap
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'hf_compress_wanda' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
 
 def register(registry) -> None:
-    registry.register("pruning_criterion", "wanda", WandaCriterion)
-    registry.register("callback", "wanda_one_shot", WandaOneShotCallback)
+    from hf_compress.plugin_api import lazy
+
+    registry.register("pruning_criterion", "wanda", lazy("hf_compress_wanda.criterion:WandaCriterion"))
+    registry.register("callback", "wanda_one_shot", lazy("hf_compress_wanda.one_shot:WandaOneShotCallback"))

@@ -5,11 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hf_compress.pruning.criteria import PruningCriterion, full_weight_out_in
-from hf_compress.targets import in_out_features
+from hf_compress import plugin_api
 
 
-class WandaCriterion(PruningCriterion):
+class WandaCriterion(plugin_api.PruningCriterion):
     """``score_ij = |W_ij| * ||X_j||_2``, where ``X_j`` is input feature ``j`` over every token seen.
 
     Forward hooks add each input's squared activations per feature while the criterion is attached (training
@@ -27,7 +26,7 @@ class WandaCriterion(PruningCriterion):
     def attach(self, modules: dict[str, nn.Module]) -> None:
         super().attach(modules)
         for name, module in modules.items():
-            in_features, _ = in_out_features(module)
+            in_features, _ = plugin_api.in_out_features(module)
             if name not in self.squared_norms:
                 self.squared_norms[name] = torch.zeros(in_features, dtype=torch.float32, device=module.weight.device)
             self.hooks.append(module.register_forward_hook(self._accumulate(name)))
@@ -44,7 +43,7 @@ class WandaCriterion(PruningCriterion):
         return self.squared_norms
 
     def scores(self, name: str, module: nn.Module) -> torch.Tensor:
-        weight = full_weight_out_in(module).abs().float()
+        weight = plugin_api.full_weight_out_in(module).abs().float()
         return weight * self.squared_norms[name].to(weight.device).sqrt().unsqueeze(0)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
