@@ -46,6 +46,7 @@ KINDS = (
     "hallucination_checker",
     "callback",
     "export_format",
+    "structure_criterion",
 )
 
 # Components that live in the separately installed distributions under plugins/.
