@@ -60,6 +60,10 @@ def callbacks_from_recipe(recipe: str | os.PathLike | dict | Recipe, teacher: An
                 callbacks.append(factory(**spec.fields))
             except (TypeError, ValueError) as error:
                 raise ValueError(f"{recipe.source}: callbacks[{index}] ({spec.name}): {error}") from None
+    if "structured_pruning" in configs:  # masks whole structures before the first step; shrinks at train end
+        from hf_compress.structured.callback import StructuredPruningCallback
+
+        callbacks.append(StructuredPruningCallback(configs["structured_pruning"]))
     if "distillation" in configs:
         from hf_compress.distillation.callback import DistillationCallback
 

@@ -20,6 +20,7 @@ TECHNIQUES: dict[str, tuple[str, str]] = {
     "l1_regularization": ("hf_compress.pruning.l1", "L1RegularizationConfig"),
     "distillation": ("hf_compress.distillation.config", "DistillationConfig"),
     "quantization": ("hf_compress.quantization.config", "QATConfig"),
+    "structured_pruning": ("hf_compress.structured.config", "StructuredPruningConfig"),
 }
 EXTRA_KEYS = {"distillation": ("teacher",)}  # recipe-only keys that are not config fields
 TOP_LEVEL_KEYS = (*TECHNIQUES, "callbacks")

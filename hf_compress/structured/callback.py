@@ -24,13 +24,14 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 
 import torch
 from transformers import TrainerCallback
 
 from hf_compress.checkpoint_state import checkpoint_dir, load_state, resume_folder, save_state
 from hf_compress.config_base import resolve_step
-from hf_compress.distributed import unwrap_model
+from hf_compress.distributed import is_main_process, unwrap_model
 from hf_compress.structured.apply import needs_depth, score_structures, target_shape
 from hf_compress.structured.config import StructuredPruningConfig
 from hf_compress.structured.criteria import StructureScores, _skip_hook
@@ -175,6 +176,10 @@ class StructuredPruningCallback(TrainerCallback):
         record_ = dict(model.config.hf_compress_structured)
         record_["search"] = self.search
         model.config.hf_compress_structured = record_
+        if self.search is not None and is_main_process():
+            os.makedirs(args.output_dir, exist_ok=True)
+            with open(os.path.join(args.output_dir, "structured_search.json"), "w") as handle:
+                json.dump(self.search, handle, indent=2)
         params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
         state.log_history.append({"structured/params": params, **plan.to_dict(), "step": state.global_step})
         logger.warning("hf_compress structured: shrunk %s -> %s", plan.before, plan.after)

@@ -29,7 +29,9 @@ DECODER = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidde
 
 
 def llama():
-    return LlamaForCausalLM(LlamaConfig(**DECODER, num_attention_heads=4, num_key_value_heads=2, head_dim=8)), AutoModelForCausalLM
+    return LlamaForCausalLM(
+        LlamaConfig(**DECODER, num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+    ), AutoModelForCausalLM
 
 
 def qwen2():
@@ -37,7 +39,9 @@ def qwen2():
 
 
 def mistral():
-    return MistralForCausalLM(MistralConfig(**DECODER, num_attention_heads=4, num_key_value_heads=2, head_dim=8)), AutoModelForCausalLM
+    return MistralForCausalLM(
+        MistralConfig(**DECODER, num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+    ), AutoModelForCausalLM
 
 
 def llama_tied():
@@ -46,7 +50,9 @@ def llama_tied():
 
 
 def gpt2():
-    return GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=3, n_head=4)), AutoModelForCausalLM
+    return GPT2LMHeadModel(
+        GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=3, n_head=4)
+    ), AutoModelForCausalLM
 
 
 def bert():
@@ -75,9 +81,7 @@ def _selection(family_name: str) -> StructureSelection:
     if family_name in ("gpt2", "bert"):  # MHA with derived head_dim: heads alone stay (padded), neurons/layers go
         return StructureSelection(layers=[1] if family_name == "gpt2" else [], neurons=neurons)
     # layer 0: KV group 1 and query head 0; layer 2: group 0 and query head 3 -> one group of one head everywhere
-    return StructureSelection(
-        layers=[1], kv_groups={0: [1], 2: [0]}, query_heads={0: [0], 2: [3]}, neurons=neurons
-    )
+    return StructureSelection(layers=[1], kv_groups={0: [1], 2: [0]}, query_heads={0: [0], 2: [3]}, neurons=neurons)
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
@@ -167,9 +171,15 @@ def test_real_minilm_neurons_heads_hidden_and_layers(tmp_path):
     assert small.config.intermediate_size == 768
     with torch.no_grad():
         assert (small(input_ids=ids).last_hidden_state - masked).abs().max().item() <= 1e-5
-    zero_structures_(family_of(small), StructureSelection(query_heads={i: [0, 1] for i in range(6)}, channels=list(range(64))))
+    zero_structures_(
+        family_of(small), StructureSelection(query_heads={i: [0, 1] for i in range(6)}, channels=list(range(64)))
+    )
     smaller = shrink(small, drop_layers=[5])
-    assert (smaller.config.num_attention_heads, smaller.config.hidden_size, smaller.config.num_hidden_layers) == (10, 320, 5)
+    assert (smaller.config.num_attention_heads, smaller.config.hidden_size, smaller.config.num_hidden_layers) == (
+        10,
+        320,
+        5,
+    )
     smaller.save_pretrained(tmp_path)
     reloaded = AutoModel.from_pretrained(tmp_path)
     with torch.no_grad():
@@ -179,7 +189,9 @@ def test_real_minilm_neurons_heads_hidden_and_layers(tmp_path):
 def test_a_model_it_cannot_shrink_is_named():
     from transformers import T5Config, T5ForConditionalGeneration
 
-    model = T5ForConditionalGeneration(T5Config(vocab_size=VOCAB, d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8))
+    model = T5ForConditionalGeneration(
+        T5Config(vocab_size=VOCAB, d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8)
+    )
     with pytest.raises(ValueError, match="T5ForConditionalGeneration.*supported families"):
         shrink(model)
 
