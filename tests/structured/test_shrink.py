@@ -216,3 +216,17 @@ def test_peft_model_is_refused():
     wrapped = peft.get_peft_model(model, peft.LoraConfig(target_modules=["q_proj"], r=2))
     with pytest.raises(ValueError, match="PEFT"):
         shrink(wrapped)
+
+
+def test_cli_report_shows_shapes_before_and_after(tmp_path):
+    import subprocess
+    import sys
+
+    model, _ = llama()
+    zero_structures_(family_of(model), StructureSelection(neurons={i: list(range(32)) for i in range(3)}))
+    shrink(model).save_pretrained(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_compress.cli", "report", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "MLP neurons" in result.stdout and "      64      32" in result.stdout
