@@ -103,13 +103,15 @@ class Family:
         body = self.body()
         inside = {id(m) for m in body.modules()}
         hidden = self.shape().hidden
+        getter = getattr(self.model, "get_output_embeddings", None)
+        output_embeddings = getter() if callable(getter) else None
         readers = []
         for name, module in self.model.named_modules():
             if is_linear(module) and id(module) not in inside:
                 in_features, out_features = in_out_features(module)
                 if in_features == hidden:
                     readers.append(module)
-                if out_features == hidden and in_features == hidden:
+                if out_features == hidden and in_features == hidden and module is not output_embeddings:
                     raise ValueError(
                         f"shrink: {type(self.model).__name__} has a head module {name!r} that writes the hidden "
                         "size; hidden channels cannot be removed from this model class (heads, neurons and layers "
