@@ -208,3 +208,17 @@ def test_search_choice_written_beside_the_model(tmp_path):
     run(model, "llama", tmp_path / "run", [StructuredPruningCallback(config)], max_steps=2)
     with open(tmp_path / "run" / "structured_search.json") as handle:
         assert json.load(handle)["chosen"]["params"] > 0
+
+
+def test_qat_after_shrinking_then_export_every_format(tmp_path):
+    from hf_compress import QATCallback, QATConfig, export, shrink
+    from hf_compress.structured.families import family_of
+    from hf_compress.structured.structures import StructureSelection, zero_structures_
+
+    model = tiny_llama(0, head_dim=8)
+    zero_structures_(family_of(model), StructureSelection(kv_groups={0: [1], 1: [1]}, neurons={0: list(range(32))}))
+    small = shrink(model)
+    trainer = run(small, "llama", tmp_path / "qat", [QATCallback(QATConfig(weight_bits=8))], max_steps=4)
+    for format in ("dequantized", "quanto", "compressed-tensors"):
+        result = export(trainer.model, tmp_path / format, format=format)
+        assert result.max_abs_diff < 1e-2, (format, result.max_abs_diff)
