@@ -222,3 +222,20 @@ def test_qat_after_shrinking_then_export_every_format(tmp_path):
     for format in ("dequantized", "quanto", "compressed-tensors"):
         result = export(trainer.model, tmp_path / format, format=format)
         assert result.max_abs_diff < 1e-2, (format, result.max_abs_diff)
+
+
+def test_shrunk_student_distils_hidden_states_across_the_narrower_width(tmp_path):
+    from hf_compress import shrink_to
+
+    teacher = tiny_llama(0, head_dim=8, num_hidden_layers=3)
+    ids = dataset_for("llama")[0]["input_ids"][None]
+    config = StructuredPruningConfig(shape={"hidden_size": 24, "num_hidden_layers": 2}, calibration_batches=1)
+    student = shrink_to(teacher, config, [{"input_ids": ids, "labels": ids}])
+    assert student.config.hidden_size == 24 and teacher.config.hidden_size == 32
+    distill = DistillationCallback(teacher, DistillationConfig(alpha=0.5, layer_map={1: 2, 2: 3}, hidden_loss="mse"))
+    trainer = run(student, "llama", tmp_path / "run", [distill], max_steps=6)
+    assert trainer.state.log_history[-1]["train_loss"] > 0
+    trainer.save_model(str(tmp_path / "saved"))
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "saved")
+    assert reloaded.config.hidden_size == 24
+    assert not any("projection" in key for key in reloaded.state_dict())
