@@ -43,6 +43,10 @@ _EXPORTS = {
     "sensitivity_analysis": "hf_compress.pruning.sensitivity",
     "sparsity_at": "hf_compress.pruning.schedules",
     "sparsity_report": "hf_compress.pruning.report",
+    "shrink": "hf_compress.structured.shrink",
+    "shrink_to": "hf_compress.structured.apply",
+    "StructuredPruningCallback": "hf_compress.structured.callback",
+    "StructuredPruningConfig": "hf_compress.structured.config",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -13,6 +13,7 @@ TECHNIQUE_REGISTRATIONS = (
     "hf_compress.distillation.registration",
     "hf_compress.quantization.registration",
     "hf_compress.metrics.registration",
+    "hf_compress.structured.registration",
 )
 
 

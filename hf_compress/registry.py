@@ -50,6 +50,7 @@ KINDS = (
     "callback",
     "export_format",
     "technique",
+    "structure_criterion",
 )
 
 # Components that live in the separately installed distributions under plugins/.

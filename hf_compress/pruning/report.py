@@ -326,6 +326,12 @@ def report_main(model_dir: str | os.PathLike, plot: str | os.PathLike | None = N
 
     ```
     """
+    from hf_compress.structured.report import saved_model_shapes
+
+    shapes = saved_model_shapes(model_dir)
+    if shapes is not None:
+        print(f"Structured shapes of {os.fspath(model_dir)} (hf_compress.shrink)")
+        print(shapes)
     report = saved_model_report(model_dir)
     print(f"Sparsity of {os.fspath(model_dir)} ({len(report.layers)} layers)")
     print(report)

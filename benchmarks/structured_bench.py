@@ -1,0 +1,311 @@
+"""Structured compression (issue 13): speed of the saved shrunk model, gradual-pruning step overhead, quality.
+
+- ``speed``: the byte-level Llama of ``benchmarks/pipelines.py`` (4 layers, width 256, MLP 768) and its shrunk
+  students, each saved with ``save_pretrained`` and reloaded with ``AutoModelForCausalLM`` (stock code), timed side by
+  side in one process (interleaved rounds, median) at 1 and 2 threads, batch 1 and 16, sequence 128; FLOPs counted
+  with ``torch.utils.flop_counter``; parameters, size on disk, peak RSS growth of a forward.
+- ``overhead``: Trainer steps with ``StructuredPruningCallback(mode="gradual")`` against a plain Trainer, interleaved.
+- ``quality``: the pipelines protocol (same data, a teacher of the same architecture, R recovery steps, perplexity
+  divided by the dense reference's) for width-only, depth-only and budget-search students, against Torch-Pruning
+  (run in its own venv by ``benchmarks/structured_torch_pruning.py``) and from-scratch training.
+
+    python benchmarks/structured_bench.py --only speed
+    python benchmarks/structured_bench.py --only overhead
+    python benchmarks/structured_bench.py --only quality --teacher-steps 300 --recovery-steps 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hf_compress import StructuredPruningConfig, shrink  # noqa: E402
+from hf_compress.structured.criteria import MagnitudeStructureCriterion  # noqa: E402
+from hf_compress.structured.families import family_of  # noqa: E402
+from hf_compress.structured.selection import resolve_shape, select_structures  # noqa: E402
+from hf_compress.structured.structures import zero_structures_  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results", "structured.md")
+SEQ_LEN = 128
+
+# students of the speed table: target shapes on the 4-layer, 256-wide teacher (4 heads of 64, MLP 768)
+SPEED_SHAPES = {
+    "width ~0.5x": {"num_key_value_heads": 2, "intermediate_size": 384, "hidden_size": 192},
+    "depth 2/4 layers": {"num_hidden_layers": 2},
+    "width+depth ~0.26x (Torch-Pruning 0.5 size)": {
+        "num_key_value_heads": 2,
+        "intermediate_size": 384,
+        "hidden_size": 128,
+        "num_hidden_layers": 4,
+    },
+}
+
+
+def teacher_config() -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=256,
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        head_dim=64,
+        max_position_embeddings=SEQ_LEN,
+        tie_word_embeddings=False,
+    )
+
+
+def params(model) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def shrunk_copy(teacher, shape: dict):
+    """Magnitude-scored structures zeroed, then ``hf_compress.shrink`` (speed does not depend on which go)."""
+    family = family_of(teacher)
+    target, _ = resolve_shape(family, shape)
+    scores = MagnitudeStructureCriterion().scores(family)
+    if target.num_layers < family.shape().num_layers:
+        scores.layers = torch.arange(family.shape().num_layers, 0, -1).float()
+    import copy
+
+    student = copy.deepcopy(teacher)
+    student_family = family_of(student)
+    zero_structures_(student_family, select_structures(student_family, scores, target))
+    return shrink(student, inplace=True)
+
+
+def flops(model, batch: int) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    ids = torch.zeros(batch, SEQ_LEN, dtype=torch.long)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(input_ids=ids)
+    return counter.get_total_flops()
+
+
+def dir_size(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(".safetensors"))
+
+
+def time_forward(model, batch: int, reps: int) -> float:
+    ids = torch.randint(0, 256, (batch, SEQ_LEN))
+    with torch.no_grad():
+        model(input_ids=ids)  # warm-up
+        began = time.perf_counter()
+        for _ in range(reps):
+            model(input_ids=ids)
+    return (time.perf_counter() - began) / reps
+
+
+def peak_rss_mib(path: str, batch: int) -> float:
+    """Peak RSS (MiB) of a fresh process that loads the saved model and runs one forward at ``batch``."""
+    import subprocess
+
+    code = (
+        "import resource, torch; from transformers import AutoModelForCausalLM; torch.set_num_threads(1); "
+        f"m = AutoModelForCausalLM.from_pretrained({path!r}).eval(); "
+        f"base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+        f"torch.no_grad().__enter__(); m(input_ids=torch.zeros({batch}, {SEQ_LEN}, dtype=torch.long)); "
+        "print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
+    base, peak = (int(v) for v in out.stdout.split()[-2:])
+    return base / 1024, (peak - base) / 1024
+
+
+def run_speed(options) -> str:
+    torch.manual_seed(0)
+    teacher = LlamaForCausalLM(teacher_config()).eval()
+    work = tempfile.mkdtemp(prefix="structured-speed-")
+    models = {}
+    teacher.save_pretrained(os.path.join(work, "dense"))
+    models["dense teacher"] = os.path.join(work, "dense")
+    for label, shape in SPEED_SHAPES.items():
+        path = os.path.join(work, label.split()[0] + str(len(models)))
+        shrunk_copy(teacher, shape).save_pretrained(path)
+        models[label] = path
+    loaded = {label: AutoModelForCausalLM.from_pretrained(path).eval() for label, path in models.items()}
+    rows = []
+    dense_params = params(loaded["dense teacher"])
+    dense_flops = flops(loaded["dense teacher"], 1)
+    timings: dict[tuple, list[float]] = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for batch in (1, 16):
+            reps = options.reps if batch == 1 else max(2, options.reps // 4)
+            for _ in range(options.rounds):  # interleaved rounds: every model sees the same machine load
+                for label, model in loaded.items():
+                    timings.setdefault((label, threads, batch), []).append(time_forward(model, batch, reps))
+    torch.set_num_threads(1)
+    lines = [
+        "| model | config | params (x dense) | FLOPs/forward (x dense) | size on disk | goal speed-up 0.8/FLOP frac | "
+        "1 thr b1 ms (speed-up) | 1 thr b16 tok/s (speed-up) | 2 thr b1 ms (speed-up) | 2 thr b16 tok/s (speed-up) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    results = {}
+    for label, model in loaded.items():
+        c = model.config
+        config_text = (
+            f"L{c.num_hidden_layers} H{c.hidden_size} heads {c.num_attention_heads}/{c.num_key_value_heads} "
+            f"MLP {c.intermediate_size}"
+        )
+        fraction_flops = flops(model, 1) / dense_flops
+        cells = []
+        for threads in (1, 2):
+            for batch in (1, 16):
+                mine = statistics.median(timings[(label, threads, batch)])
+                dense = statistics.median(timings[("dense teacher", threads, batch)])
+                speedup = dense / mine
+                results[(label, threads, batch)] = speedup
+                if batch == 1:
+                    cells.append(f"{mine * 1000:.2f} ({speedup:.2f}x)")
+                else:
+                    cells.append(f"{batch * SEQ_LEN / mine:,.0f} ({speedup:.2f}x)")
+        size = dir_size(models[label]) / 2**20
+        lines.append(
+            f"| {label} | {config_text} | {params(model):,} ({params(model) / dense_params:.3f}) | "
+            f"{fraction_flops:.3f} | {size:.2f} MiB | {0.8 / fraction_flops:.2f}x | " + " | ".join(cells) + " |"
+        )
+        rows.append((label, fraction_flops))
+    memory = [
+        "",
+        "Memory, each model in a fresh process (peak RSS after loading; peak growth of one batch-16 "
+        "forward; the process baseline of torch + transformers is included in the first figure):",
+        "",
+    ]
+    for label, path in models.items():
+        loaded_mib, forward_mib = peak_rss_mib(path, 16)
+        memory.append(f"- {label}: {loaded_mib:.0f} MiB loaded, +{forward_mib:.1f} MiB for a batch-16 forward")
+    goal_lines = ["", "Goal check (speed-up >= 0.8 / FLOP fraction kept, every thread/batch setting):", ""]
+    for label, fraction in rows[1:]:
+        worst = min(results[(label, t, b)] for t in (1, 2) for b in (1, 16))
+        goal = 0.8 / fraction
+        goal_lines.append(
+            f"- {label}: worst speed-up {worst:.2f}x vs goal {goal:.2f}x: {'met' if worst >= goal else 'NOT met'}"
+        )
+    return "\n".join(lines + memory + goal_lines)
+
+
+def run_overhead(options) -> str:
+    from pipelines import split_windows, training_args
+    from transformers import Trainer, TrainerCallback
+
+    from hf_compress import StructuredPruningCallback
+
+    torch.set_num_threads(1)
+    train_set, _ = split_windows()
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.times, self.last = [], None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.last = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.times.append(time.perf_counter() - self.last)
+
+    def one(structured: bool, steps: int) -> list[float]:
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(teacher_config())
+        timer = StepTimer()
+        callbacks = [timer]
+        if structured:
+            config = StructuredPruningConfig(
+                shape={"num_key_value_heads": 2, "intermediate_size": 384, "num_hidden_layers": 3},
+                mode="gradual",
+                criterion=options.overhead_criterion,
+                end_step=0.8,
+                update_every=10,
+                shrink_at_end=False,
+            )
+            callbacks.insert(0, StructuredPruningCallback(config))
+        args = training_args(tempfile.mkdtemp(), steps, 3e-4, 8)
+        Trainer(model=model, args=args, train_dataset=train_set, callbacks=callbacks).train()
+        return timer.times[2:]  # drop warm-up steps
+
+    plain, gradual = [], []
+    for _ in range(options.overhead_rounds):
+        plain += one(False, options.overhead_steps)
+        gradual += one(True, options.overhead_steps)
+    ratio = statistics.median(gradual) / statistics.median(plain)
+    return (
+        f"Median step time over {len(plain)} steps each ({options.overhead_rounds} interleaved rounds of "
+        f"{options.overhead_steps} steps, batch 8 x 128 bytes, 1 thread): plain {statistics.median(plain) * 1000:.1f} "
+        f"ms, gradual structured pruning ({options.overhead_criterion} criterion, update every 10 steps) "
+        f"{statistics.median(gradual) * 1000:.1f} ms: **{ratio:.3f}x** (goal <= 1.05x: "
+        f"{'met' if ratio <= 1.05 else 'NOT met'})."
+    )
+
+
+def write_section(name: str, title: str, body: str, command: str) -> None:
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    sections = {}
+    order = []
+    if os.path.exists(RESULTS):
+        current = None
+        for line in open(RESULTS).read().split("\n"):
+            if line.startswith("<!-- section "):
+                current = line.split()[2]
+                order.append(current)
+                sections[current] = []
+            elif current is not None:
+                sections[current].append(line)
+    header = (
+        f"## {title}\n\nCommand: `{command}` ({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"{platform.machine()}, {os.cpu_count()} CPUs shared with other jobs, torch {torch.__version__}, load average "
+        f"{os.getloadavg()[0]:.1f}).\n\n"
+    )
+    sections[name] = (header + body + "\n").split("\n")
+    if name not in order:
+        order.append(name)
+    with open(RESULTS, "w") as handle:
+        handle.write("# Structured compression: a physically smaller model\n\n")
+        for key in order:
+            handle.write(f"<!-- section {key} -->\n" + "\n".join(sections[key]).strip("\n") + "\n\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default="speed", help="speed, overhead or quality (comma-separated)")
+    parser.add_argument("--reps", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--overhead-steps", type=int, default=40)
+    parser.add_argument("--overhead-rounds", type=int, default=2)
+    parser.add_argument("--overhead-criterion", default="magnitude")
+    options, rest = parser.parse_known_args()
+    command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/structured_bench.py", *sys.argv[1:]])
+    for what in options.only.split(","):
+        began = time.perf_counter()
+        if what == "speed":
+            body = run_speed(options)
+            write_section("speed", "Speed of the saved shrunk model vs the dense teacher (CPU)", body, command)
+        elif what == "overhead":
+            body = run_overhead(options)
+            write_section("overhead", "Gradual structured pruning: step overhead vs a plain Trainer", body, command)
+        elif what == "quality":
+            from structured_quality import run_quality
+
+            name, title, body = run_quality(rest)
+            write_section(name, title, body, command)
+        else:
+            raise SystemExit(f"--only: unknown {what!r}; use speed, overhead, quality")
+        print(body, flush=True)
+        print(f"[{what}: {time.perf_counter() - began:.0f} s]", flush=True)
+
+
+if __name__ == "__main__":
+    main()

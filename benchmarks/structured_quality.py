@@ -1,0 +1,272 @@
+"""Quality half of ``benchmarks/structured_bench.py`` (``--only quality``): the pipelines protocol for structured
+students. Same data as ``benchmarks/pipelines.py`` (byte windows of ``pydoc_data.topics``, every 20th held out), a
+byte-level Llama teacher trained here, R recovery steps for every student with the same batches and learning rate,
+perplexity divided by that of the dense teacher continued for R steps.
+
+Students (hf-compress: ``shrink_to`` on calibration batches, then R steps with ``DistillationCallback``):
+width-only (Minitron activation criterion), depth-only (block influence), and the budget search; peers:
+Torch-Pruning 1.6.1 (``benchmarks/structured_torch_pruning.py``, its own venv) + the same R steps with the same KD,
+and the same small architecture from random init for R and 10 x R steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import time
+
+import torch
+from pipelines import perplexity, split_windows, training_args
+from transformers import LlamaConfig, LlamaForCausalLM, Trainer
+
+from hf_compress import DistillationCallback, DistillationConfig, StructuredPruningConfig, shrink_to
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORK = os.path.join(HERE, "_work", "structured")
+TP_PYTHON = "/tmp/tpvenv/bin/python"
+TP_SCRIPT = os.path.join(HERE, "structured_torch_pruning.py")
+
+
+def teacher_config(width: int, layers: int) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=256,
+        hidden_size=width,
+        intermediate_size=3 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=width // 32,
+        num_key_value_heads=width // 32,
+        head_dim=32,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+    )
+
+
+def params(model) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def train(model, train_set, options, steps, callbacks=(), lr=None, output="run"):
+    args = training_args(os.path.join(WORK, output), steps, lr or options.lr, options.batch_size)
+    began = time.perf_counter()
+    Trainer(model=model, args=args, train_dataset=train_set, callbacks=list(callbacks)).train()
+    return time.perf_counter() - began
+
+
+def kd(teacher, options):
+    return DistillationCallback(
+        teacher, DistillationConfig(alpha=options.kd_alpha, temperature=options.kd_temperature)
+    )
+
+
+def run_quality(argv: list[str]):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--teacher-steps", type=int, default=400)
+    parser.add_argument("--teacher-batch-size", type=int, default=16)
+    parser.add_argument("--teacher-lr", type=float, default=2e-3)
+    parser.add_argument("--recovery-steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--kd-alpha", type=float, default=0.5)
+    parser.add_argument("--kd-temperature", type=float, default=2.0)
+    parser.add_argument("--calibration-windows", type=int, default=64)
+    parser.add_argument("--runs", default="dense,width_b,tp_b,budget_b,width_a,depth_a,budget_a,scratch_b,scratch10_b")
+    parser.add_argument("--search-steps", type=int, default=20)
+    options = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    os.makedirs(WORK, exist_ok=True)
+    train_set, held_out = split_windows()
+    tag = f"teacher-w{options.width}-l{options.layers}-s{options.teacher_steps}"
+    teacher_path = os.path.join(WORK, tag)
+    if not os.path.exists(os.path.join(teacher_path, "model.safetensors")):
+        torch.manual_seed(0)
+        teacher = LlamaForCausalLM(teacher_config(options.width, options.layers))
+        args = training_args(
+            os.path.join(WORK, "teacher_run"), options.teacher_steps, options.teacher_lr, options.teacher_batch_size
+        )
+        began = time.perf_counter()
+        Trainer(model=teacher, args=args, train_dataset=train_set).train()
+        teacher.save_pretrained(teacher_path)
+        print(f"teacher trained in {time.perf_counter() - began:.0f} s", flush=True)
+    teacher = LlamaForCausalLM.from_pretrained(teacher_path).eval()
+    teacher_params = params(teacher)
+    generator = torch.Generator().manual_seed(0)
+    chosen = torch.randperm(len(train_set), generator=generator)[: options.calibration_windows]
+    calibration = [
+        {"input_ids": train_set.windows[chosen[i : i + 8]], "labels": train_set.windows[chosen[i : i + 8]]}
+        for i in range(0, len(chosen), 8)
+    ]
+    results_path = os.path.join(WORK, f"{tag}-R{options.recovery_steps}.json")
+    results = json.load(open(results_path)) if os.path.exists(results_path) else {}
+    teacher_ppl = perplexity(teacher, held_out)
+    w = options.width
+    # level a: about half the parameters; level b: the shape Torch-Pruning's ratio 0.5 gives (about a quarter)
+    shapes = {
+        "width_a": {"num_key_value_heads": w // 64, "intermediate_size": 3 * w // 2, "hidden_size": 3 * w // 4},
+        "depth_a": {"num_hidden_layers": options.layers // 2},
+        "width_b": {"num_key_value_heads": w // 64, "intermediate_size": 3 * w // 2, "hidden_size": w // 2},
+    }
+
+    def save():
+        with open(results_path, "w") as handle:
+            json.dump(results, handle, indent=2)
+
+    def student_run(key, shape=None, target=None, criterion="activation"):
+        config = StructuredPruningConfig(
+            shape=shape,
+            target_params=target,
+            criterion=criterion,
+            depth_criterion="block_influence",
+            search_steps=options.search_steps,
+            search_candidates=3,
+        )
+        began = time.perf_counter()
+        small, details = shrink_to(teacher, config, calibration, return_details=True)
+        one_shot_ppl = perplexity(small, held_out)
+        seconds = train(small, train_set, options, options.recovery_steps, [kd(teacher, options)], output=key)
+        results[key] = {
+            "params": params(small),
+            "fraction": params(small) / teacher_params,
+            "one_shot_ppl": one_shot_ppl,
+            "ppl": perplexity(small, held_out),
+            "shape": details["shape"],
+            "search": details["search"],
+            "seconds": time.perf_counter() - began,
+            "train_seconds": seconds,
+        }
+        small.save_pretrained(os.path.join(WORK, f"{tag}-{key}"))
+        save()
+
+    for key in options.runs.split(","):
+        if key in results:
+            print(f"{key}: cached", flush=True)
+            continue
+        print(f"== {key}", flush=True)
+        if key == "dense":
+            model = copy.deepcopy(teacher)
+            seconds = train(model, train_set, options, options.recovery_steps, output=key)
+            results[key] = {
+                "params": teacher_params,
+                "fraction": 1.0,
+                "ppl": perplexity(model, held_out),
+                "train_seconds": seconds,
+            }
+            save()
+        elif key in shapes:
+            student_run(key, shape=shapes[key])
+        elif key == "budget_a":
+            student_run(key, target=results.get("width_a", {}).get("params", int(0.5 * teacher_params)))
+        elif key == "budget_b":
+            student_run(key, target=results["tp_b"]["params"] if "tp_b" in results else results["width_b"]["params"])
+        elif key == "tp_b":
+            if not os.path.exists(TP_PYTHON):
+                print("Torch-Pruning venv missing; skipped", flush=True)
+                continue
+            out = os.path.join(WORK, f"{tag}-tp")
+            began = time.perf_counter()
+            done = subprocess.run([TP_PYTHON, TP_SCRIPT, teacher_path, out, "0.5"], timeout=1800)
+            if done.returncode != 0:
+                print(f"Torch-Pruning run failed (exit {done.returncode}); skipped", flush=True)
+                continue
+            model = LlamaForCausalLM.from_pretrained(out)
+            one_shot_ppl = perplexity(model, held_out)
+            seconds = train(model, train_set, options, options.recovery_steps, [kd(teacher, options)], output=key)
+            results[key] = {
+                "params": params(model),
+                "fraction": params(model) / teacher_params,
+                "one_shot_ppl": one_shot_ppl,
+                "ppl": perplexity(model, held_out),
+                "shape": json.load(open(os.path.join(out, "config.json"))).get("hidden_size"),
+                "seconds": time.perf_counter() - began,
+                "train_seconds": seconds,
+            }
+            save()
+        elif key.startswith("scratch"):
+            steps = options.recovery_steps * (10 if key.startswith("scratch10") else 1)
+            reference = results.get("tp_b") and json.load(open(os.path.join(WORK, f"{tag}-tp", "config.json")))
+            config = LlamaConfig.from_pretrained(os.path.join(WORK, f"{tag}-width_b"))
+            if reference:
+                config = LlamaConfig.from_pretrained(os.path.join(WORK, f"{tag}-tp"))
+            torch.manual_seed(0)
+            model = LlamaForCausalLM(config)
+            seconds = train(model, train_set, options, steps, lr=options.teacher_lr, output=key)
+            results[key] = {
+                "params": params(model),
+                "fraction": params(model) / teacher_params,
+                "steps": steps,
+                "ppl": perplexity(model, held_out),
+                "train_seconds": seconds,
+            }
+            save()
+        print(json.dumps(results.get(key)), flush=True)
+
+    return (
+        "quality",
+        "Quality: structured students vs Torch-Pruning and from-scratch (pipelines protocol)",
+        table(results, options, teacher_ppl, teacher_params),
+    )
+
+
+LABELS = {
+    "width_a": "hf-compress width-only (activation) + KD",
+    "depth_a": "hf-compress depth-only (block influence) + KD",
+    "budget_a": "hf-compress budget search (target = width-only's params) + KD",
+    "width_b": "hf-compress width-only (activation) + KD",
+    "budget_b": "hf-compress budget search (target = Torch-Pruning's params) + KD",
+    "tp_b": "Torch-Pruning 1.6.1 ratio 0.5 (GroupMagnitudeImportance p=2, lm_head ignored) + same R steps + KD",
+    "scratch_b": "same small architecture from random init, R steps",
+    "scratch10_b": "same small architecture from random init, 10 x R steps",
+}
+
+
+def table(results, options, teacher_ppl, teacher_params) -> str:
+    dense = results.get("dense", {}).get("ppl")
+    lines = [
+        f"Teacher: byte-level Llama, {options.layers} layers, width {options.width}, MLP {3 * options.width}, "
+        f"{options.width // 32} heads of 32, vocab 256, {teacher_params:,} parameters, trained here for "
+        f"{options.teacher_steps} steps of batch {options.teacher_batch_size} (lr {options.teacher_lr}); held-out "
+        f"perplexity {teacher_ppl:.4f}. Recovery: R = {options.recovery_steps} steps of batch {options.batch_size}, "
+        f"lr {options.lr} cosine, KD alpha {options.kd_alpha} T {options.kd_temperature}; dense reference "
+        f"(teacher continued R steps): {dense if dense is None else f'{dense:.4f}'}. From scratch uses lr "
+        f"{options.teacher_lr}. Calibration: {options.calibration_windows} training windows.",
+        "",
+        "| level | recipe | params (x teacher) | shape | ppl right after pruning | ppl after recovery | x dense ref |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key in ("width_a", "depth_a", "budget_a", "width_b", "budget_b", "tp_b", "scratch_b", "scratch10_b"):
+        row = results.get(key)
+        if row is None:
+            continue
+        level = "a (~0.5x)" if key.endswith("_a") else "b (~0.26x)"
+        shape = row.get("shape")
+        if isinstance(shape, dict):
+            shape = (
+                f"L{shape['num_layers']} H{shape['hidden']} heads {shape['num_heads']}/{shape['num_kv_heads']} "
+                f"MLP {shape['intermediate']}"
+            )
+        ratio = row["ppl"] / dense if dense else float("nan")
+        one_shot = row.get("one_shot_ppl")
+        lines.append(
+            f"| {level} | {LABELS[key]} | {row['params']:,} ({row['fraction']:.3f}) | {shape or '-'} | "
+            f"{'-' if one_shot is None else f'{one_shot:.3f}'} | {row['ppl']:.4f} | {ratio:.4f} |"
+        )
+    searches = [(k, r["search"]) for k, r in results.items() if isinstance(r, dict) and r.get("search")]
+    for key, search in searches:
+        lines += [
+            "",
+            f"Budget search of `{key}` (target {search['target_params']:,} parameters; calibration loss "
+            f"after {options.search_steps} distillation steps):",
+            "",
+        ]
+        for candidate in search["candidates"]:
+            s = candidate["shape"]
+            mark = " (chosen)" if candidate == search["chosen"] else ""
+            lines.append(
+                f"- L{s['num_layers']} H{s['hidden']} heads {s['num_heads']}/{s['num_kv_heads']} MLP "
+                f"{s['intermediate']}: {candidate['params']:,} params, loss {candidate['calibration_loss']:.4f}{mark}"
+            )
+    return "\n".join(lines)
