@@ -35,6 +35,8 @@ class ExportFormat:
         package (`str`, *optional*): import name of the package the format needs.
         pip_install (`str`, *optional*): the command that installs it.
         keeps_activation_quantization (`bool`): whether the checkpoint can hold int8 activation quantization.
+        whole_model (`bool`): the module exports the whole model itself (``export_model(model, path, format,
+            options)``, e.g. ONNX), instead of ``check`` / ``write`` / ``load`` of quantized weights.
     """
 
     name: str
@@ -43,6 +45,7 @@ class ExportFormat:
     package: str | None = None
     pip_install: str | None = None
     keeps_activation_quantization: bool = False
+    whole_model: bool = False
 
     def module(self) -> ModuleType:
         """The implementation module; an ImportError with the pip command when the package is missing."""
@@ -77,6 +80,23 @@ BUILTIN_FORMATS = (
         package="compressed_tensors",
         pip_install="pip install compressed-tensors",
         keeps_activation_quantization=True,
+    ),
+    ExportFormat(
+        name="onnx",
+        implementation="hf_compress.quantization.export_onnx",
+        description="float32 ONNX graph (logits forward, dynamic batch/sequence) for ONNX Runtime",
+        package="onnxruntime",
+        pip_install='pip install "hf-compress[onnx]"',
+        whole_model=True,
+    ),
+    ExportFormat(
+        name="onnx-int8",
+        implementation="hf_compress.quantization.export_onnx",
+        description="int8 ONNX graph for ONNX Runtime on CPU: the QAT grid, or ORT static/dynamic PTQ",
+        package="onnxruntime",
+        pip_install='pip install "hf-compress[onnx]"',
+        keeps_activation_quantization=True,
+        whole_model=True,
     ),
 )
 
