@@ -296,6 +296,7 @@ def _export(model, path, export_format, implementation, settings: ExportOptions)
         "hf_compress_version": __version__,
     }
 
+    detected, float32_bytes = _compression_before_writing(source, activation)  # a format may consume source.model
     temporary = _temporary_folder(path)
     notes += implementation.write(source, temporary)
     if os.path.isdir(path):
@@ -366,31 +367,34 @@ def _export(model, path, export_format, implementation, settings: ExportOptions)
         100 * result.sparsity,
     )
     _raise_if_wrong(result, reference, outputs)
-    result.speed = _speed_report(export_format.name, source_model, source, reloaded, batch, result, settings)
+    result.speed = _speed_report(
+        export_format.name, source_model, detected, float32_bytes, reloaded, batch, result, settings
+    )
     result.files = sorted(os.listdir(path))
     return result
 
 
-def _speed_report(format_name, source_model, source, reloaded, batch, result, settings) -> dict:
+def _compression_before_writing(source, activation: str):
+    from hf_compress.quantization.export_speed_report import detect_compression, float32_size
+
+    description = source.describe()
+    weights = description["weights"] or {}
+    kept = activation == "kept" and (description["activations"] or {}).get("granularity")
+    quantization = {"bits": weights.get("bits", 8), "activations": kept, "granularity": weights.get("granularity")}
+    return detect_compression(source.model, quantization), float32_size(source.model)
+
+
+def _speed_report(format_name, source_model, detected, float32_bytes, reloaded, batch, result, settings) -> dict:
     """Measure the reloaded export in its runtime against a float32 copy of the model; print and write the report."""
     from hf_compress.quantization.export_source import copy_for_export
     from hf_compress.quantization.export_speed_report import (
         build_report,
-        float32_size,
         median_latencies,
         runtime_installed,
         torch_runner,
         write_report,
     )
 
-    description = source.describe()
-    weights = description["weights"] or {}
-    quantization = {
-        "bits": weights.get("bits", 8),
-        "activations": result.activation_quantization == "kept"
-        and (description["activations"] or {}).get("granularity"),
-        "granularity": weights.get("granularity"),
-    }
     timings, measured = None, "not measured (speed_repeats=0)"
     if not runtime_installed(format_name):
         measured = "not measured: vLLM (the runtime of this format) needs a GPU and is not installed here"
@@ -404,10 +408,9 @@ def _speed_report(format_name, source_model, source, reloaded, batch, result, se
         measured = f"median of {settings.speed_repeats} interleaved runs"
     report = build_report(
         format_name,
-        source.model,
-        quantization,
+        detected,
         result.size_bytes,
-        float32_size(source.model),
+        float32_bytes,
         timings,
         list(batch["input_ids"].shape) if "input_ids" in batch else [],
         measured,

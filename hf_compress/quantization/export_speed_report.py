@@ -182,19 +182,19 @@ def detect_compression(model: nn.Module, quantization: dict | None) -> list[tupl
 
 def build_report(
     format_name: str,
-    exported_model: nn.Module,
-    quantization: dict | None,
+    detected: list[tuple[str, str]],
     size_bytes: int,
     float32_size_bytes: int,
     timings: dict[str, float] | None,
     batch_shape: list[int],
     measured: str,
 ) -> SpeedReport:
-    """Assemble the report; ``timings`` holds ``{"exported", "pytorch_fp32"}`` median seconds, or is None."""
+    """Assemble the report from :func:`detect_compression`'s ``detected`` kinds; ``timings`` holds
+    ``{"exported", "pytorch_fp32"}`` median seconds, or is None."""
     runtime, fast = FORMAT_RUNTIMES.get(format_name, (format_name, set()))
     compression = []
     kinds = set()
-    for kind, detail in detect_compression(exported_model, quantization):
+    for kind, detail in detected:
         kinds.add(kind)
         faster = kind in fast or kind == "structured shrinking"
         compression.append(
