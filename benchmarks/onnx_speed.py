@@ -147,8 +147,8 @@ def run_minilm(options) -> list[str]:
     )
     collator = DataCollatorWithPadding(tokenizer)
 
-    def train(model, steps, learning_rate, callbacks=()):
-        args = pipelines.training_args(os.path.join(work, "run"), steps, learning_rate, 16)
+    def train(model, steps, learning_rate, callbacks=(), seed=0):
+        args = pipelines.training_args(os.path.join(work, "run"), steps, learning_rate, 16, seed=seed)
         trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], data_collator=collator)
         for callback in callbacks:
             trainer.add_callback(callback)
@@ -161,10 +161,12 @@ def run_minilm(options) -> list[str]:
     finetune_seconds = time.time() - start
     float_dir = os.path.join(work, "float")
     model.save_pretrained(float_dir)
+    # the same continuation with and without QAT: the float reference (and the PTQ source) had the same steps
+    model = train(AutoModelForSequenceClassification.from_pretrained(float_dir), options.qat_steps, 2e-5, seed=1)
     qat_model = AutoModelForSequenceClassification.from_pretrained(float_dir).train()
     start = time.time()
     qat_config = QATConfig(activations="per_tensor", freeze_observers=0.5)
-    train(qat_model, options.qat_steps, 2e-5, [QATCallback(qat_config)])
+    train(qat_model, options.qat_steps, 2e-5, [QATCallback(qat_config)], seed=1)
     qat_seconds = time.time() - start
 
     texts = raw["validation"]["text"]
@@ -220,8 +222,9 @@ def run_minilm(options) -> list[str]:
         "## MiniLM (all-MiniLM-L6-v2, fine-tuned on the example sentiment task)",
         "",
         f"Fine-tuned {options.finetune_steps} steps (batch 16, lr 5e-5, {finetune_seconds:.0f} s) on "
-        f"{options.train_size} generated training examples; QAT: {options.qat_steps} more steps from the fine-tuned "
-        f'model ({qat_seconds:.0f} s) with `QATConfig(activations="per_tensor", freeze_observers=0.5)` (int8 '
+        f"{options.train_size} generated training examples, then {options.qat_steps} more steps (lr 2e-5, same "
+        "batches) once in float (the fp32 model timed and PTQ-quantized here) and once with QAT "
+        f'({qat_seconds:.0f} s) with `QATConfig(activations="per_tensor", freeze_observers=0.5)` (int8 '
         "symmetric per-channel weights, static per-tensor int8 activations). Accuracy on the 400-example validation "
         "split (not used for any choice).",
         "",
@@ -259,6 +262,11 @@ def run_teacher(options) -> list[str]:
     teacher.eval()
     teacher_seconds = time.time() - start
     teacher.save_pretrained(os.path.join(work, "float"))
+    # the same continuation with and without QAT: the float reference (and the PTQ source) had the same steps
+    teacher = LlamaForCausalLM.from_pretrained(os.path.join(work, "float"))
+    args = pipelines.training_args(os.path.join(work, "continued"), options.teacher_qat_steps, 2e-4, 16, seed=1)
+    Trainer(model=teacher, args=args, train_dataset=train_set).train()
+    teacher.eval()
     qat = LlamaForCausalLM.from_pretrained(os.path.join(work, "float"))
     args = pipelines.training_args(os.path.join(work, "qat"), options.teacher_qat_steps, 2e-4, 16, seed=1)
     trainer = Trainer(model=qat, args=args, train_dataset=train_set)
@@ -326,8 +334,9 @@ def run_teacher(options) -> list[str]:
         "## Byte-level Llama teacher (benchmarks/pipelines.py architecture: 4 layers, width 256, vocab 256)",
         "",
         f"Trained {options.teacher_steps} steps here (batch 16, lr 1e-3, {teacher_seconds:.0f} s; the pipelines "
-        f"benchmark trains it 1500 steps); QAT: {options.teacher_qat_steps} more steps (lr 2e-4) with static "
-        f"per-tensor int8 activations. Perplexity on the first {len(evaluation)} held-out windows (every 20th window "
+        f"benchmark trains it 1500 steps), then {options.teacher_qat_steps} more steps (lr 2e-4, same batches) once "
+        "in float (the fp32 model timed and PTQ-quantized here) and once with QAT (static per-tensor int8 "
+        f"activations). Perplexity on the first {len(evaluation)} held-out windows (every 20th window "
         "of `pydoc_data.topics`).",
         "",
         "| model | held-out ppl | ppl / fp32 | export check: max abs diff / top-1 vs its PyTorch model | size (MB) |",
