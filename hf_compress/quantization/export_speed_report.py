@@ -136,7 +136,7 @@ def torch_runner(model: nn.Module, batch: dict[str, torch.Tensor]) -> Callable[[
     model.eval()
 
     def run():
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: optimum-quanto's GPT-2 weights refuse inference tensors
             return model(**batch)
 
     return run
