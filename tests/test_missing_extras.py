@@ -38,7 +38,7 @@ def assert_names_extra(error: BaseException, extra: str) -> None:
 
 def test_every_extra_named_by_an_error_is_declared():
     declared = set(importlib.metadata.metadata("hf-compress").get_all("Provides-Extra") or [])
-    assert {"quanto", "embedding", "export"} <= declared
+    assert {"quanto", "embedding", "export", "onnx"} <= declared
 
 
 def test_quanto_export_without_the_extra(tmp_path):
@@ -73,6 +73,16 @@ def test_quanto_export_cli_without_the_extra(tmp_path):
     assert result.returncode != 0
     assert 'pip install "hf-compress[quanto]"' in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_onnx_export_without_the_extra(tmp_path):
+    from hf_compress import export
+
+    needs_missing("onnxruntime")
+    with pytest.raises(ImportError) as caught:
+        export(tiny_llama(), tmp_path / "out", format="onnx")
+    assert_names_extra(caught.value, "onnx")
+    assert not (tmp_path / "out").exists()  # nothing written
 
 
 def test_embedding_checker_without_the_extra():

@@ -57,6 +57,29 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
         "--allow-regrid", action="store_true", help="let a format re-quantize layers it cannot hold exactly"
     )
     parser.add_argument("--tolerance", type=float, default=1e-3, help="max abs output difference allowed")
+    parser.add_argument(
+        "--speed-repeats", type=int, default=10, help="timed runs per model for the speed report (0: none)"
+    )
+    onnx = parser.add_argument_group("ONNX (--format onnx | onnx-int8)")
+    onnx.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript", help="torch exporter")
+    onnx.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    onnx.add_argument(
+        "--int8-mode",
+        choices=("static", "dynamic"),
+        default="static",
+        help="onnx-int8 for a model never QAT-trained: ONNX Runtime static (needs --calibration-file) or dynamic",
+    )
+    onnx.add_argument(
+        "--calibration-file",
+        help="onnx-int8 static: text file (one example a line, tokenized with MODEL_DIR's tokenizer) or JSON lines "
+        'with "text" or "input_ids"',
+    )
+    onnx.add_argument("--calibration-samples", type=int, default=64, help="examples read from --calibration-file")
+    onnx.add_argument("--calibration-batch-size", type=int, default=4, help="examples per calibration batch")
+    onnx.add_argument("--max-length", type=int, default=128, help="tokens per calibration example (truncation)")
+    onnx.add_argument(
+        "--min-top1-agreement", type=float, default=0.9, help="onnx-int8 check: argmax agreement with PyTorch"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=run_export)
@@ -75,7 +98,13 @@ def run_export(args: argparse.Namespace) -> int:
         "allow_regrid": args.allow_regrid,
         "tolerance": args.tolerance,
         "overwrite": args.overwrite,
+        "speed_repeats": args.speed_repeats,
+        "print_report": not args.json,
     }
+    if args.format in ("onnx", "onnx-int8"):
+        options.update(exporter=args.exporter, opset=args.opset, min_top1_agreement=args.min_top1_agreement)
+    if args.format == "onnx-int8":
+        options["int8_mode"] = args.int8_mode
     for name in ("bits", "granularity", "group_size"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
@@ -83,6 +112,14 @@ def run_export(args: argparse.Namespace) -> int:
         options["symmetric"] = False
     try:
         model = load_model(args.model_dir)
+        if args.calibration_file:
+            options["calibration_batches"] = calibration_batches(
+                args.calibration_file,
+                args.model_dir,
+                args.calibration_samples,
+                args.calibration_batch_size,
+                args.max_length,
+            )
         result = export(model, args.out_dir, format=args.format, **options)
     except (ValueError, ImportError, OSError, ExportVerificationError) as error:
         print(f"hf-compress export: error: {error}", file=sys.stderr)
@@ -97,7 +134,63 @@ def run_export(args: argparse.Namespace) -> int:
         )
         for note in result.notes:
             print(f"  note: {note}")
+        if result.top1_agreement is not None:
+            print(f"  ONNX Runtime vs PyTorch: top-1 agreement {result.top1_agreement:.1%}")
     return 0
+
+
+def calibration_batches(file: str, model_dir: str, samples: int, batch_size: int, max_length: int) -> list[dict]:
+    """Batches for ONNX Runtime static calibration from ``file``: plain text lines (tokenized with the tokenizer in
+    ``model_dir``) or JSON lines with ``"text"`` or ``"input_ids"``."""
+    import torch
+
+    if samples < 1 or batch_size < 1 or max_length < 1:
+        raise ValueError("--calibration-samples, --calibration-batch-size and --max-length must be positive")
+    with open(file) as handle:
+        lines = [line.strip() for line in handle if line.strip()][:samples]
+    if not lines:
+        raise ValueError(f"--calibration-file {file}: no examples (one a line)")
+    records = []
+    for number, line in enumerate(lines, 1):
+        record = line
+        if line.startswith("{"):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"--calibration-file {file}, line {number}: not valid JSON ({error})") from None
+            if "input_ids" not in record and "text" not in record:
+                raise ValueError(f'--calibration-file {file}, line {number}: needs "text" or "input_ids"')
+            record = record["input_ids"] if "input_ids" in record else record["text"]
+        records.append(record)
+    tokenizer = None
+    if any(isinstance(record, str) for record in records):
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"--calibration-file {file} holds text, but {model_dir} has no tokenizer ({error}); save the "
+                'tokenizer beside the model or give JSON lines with "input_ids"'
+            ) from None
+    batches = []
+    for start in range(0, len(records), batch_size):
+        chunk = records[start : start + batch_size]
+        if tokenizer is not None and all(isinstance(record, str) for record in chunk):
+            encoded = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            batches.append(dict(encoded))
+            continue
+        if not all(isinstance(record, list) for record in chunk):
+            raise ValueError(f"--calibration-file {file}: mix text and input_ids lines in separate files")
+        length = min(max(len(record) for record in chunk), max_length)
+        ids = torch.zeros(len(chunk), length, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, record in enumerate(chunk):
+            record = record[:length]
+            ids[row, : len(record)] = torch.tensor(record, dtype=torch.long)
+            mask[row, : len(record)] = 1
+        batches.append({"input_ids": ids, "attention_mask": mask})
+    return batches
 
 
 def load_model(model_dir: str):

@@ -4,12 +4,19 @@ Formats (registry kind ``export_format``; ``hf-compress export --help`` lists th
 
 - ``"dequantized"``: a plain transformers checkpoint whose float weights are the quantized values;
 - ``"quanto"``: real int8/int4/int2 weights through optimum-quanto;
-- ``"compressed-tensors"``: the checkpoint vLLM loads (``pack-quantized`` / ``int-quantized``).
+- ``"compressed-tensors"``: the checkpoint vLLM loads (``pack-quantized`` / ``int-quantized``);
+- ``"onnx"`` / ``"onnx-int8"``: an ONNX graph for ONNX Runtime on CPU, float32 or int8 (the QAT grid, or ONNX
+  Runtime's post-training quantization); see :mod:`hf_compress.quantization.export_onnx`.
 
 Every export is reloaded with the format's own loader and run on a fixed batch; the max abs difference to the model
 in memory is logged and returned in :class:`ExportResult`, and above ``tolerance`` an :class:`ExportVerificationError`
 is raised. A model never QAT-prepared gets explicit post-training quantization first (logged), or an error with
 ``allow_ptq=False``. The model passed in is never modified.
+
+Every export also prints and writes beside the model a speed report (``speed_report.md`` / ``.json``): the size,
+the measured latency in the format's runtime against the PyTorch float32 model where that runtime is installed, and
+which of the model's compression that runtime turns into speed
+(:mod:`hf_compress.quantization.export_speed_report`).
 
 Example:
 
@@ -69,6 +76,17 @@ class ExportOptions(CompressionConfig):
         sample_inputs (*optional*): the batch to check on (a dict of tensors or an ``input_ids`` tensor); default:
             2 x 16 token ids drawn with a fixed seed.
         overwrite (`bool`, defaults to `False`): replace a non-empty output folder.
+        speed_repeats (`int`, defaults to 10): timed runs per model for the speed report (0: no latency measured).
+        print_report (`bool`, defaults to `True`): print the speed report (it is always written beside the model).
+        exporter (`str`, defaults to `"torchscript"`): ONNX formats: torch's ``"torchscript"`` or ``"dynamo"``
+            exporter.
+        opset (`int`, defaults to 17): ONNX formats: the opset version.
+        int8_mode (`str`, defaults to `"static"`): ``onnx-int8`` for a model never QAT-trained: ONNX Runtime's
+            ``"static"`` quantization (needs ``calibration_batches``) or ``"dynamic"``.
+        calibration_batches (*optional*): ``onnx-int8`` static: batches (dicts with ``input_ids`` and
+            ``attention_mask``, or ``input_ids`` tensors) to calibrate the activation ranges on.
+        min_top1_agreement (`float`, defaults to 0.9): ``onnx-int8``: smallest fraction of positions whose argmax
+            matches the PyTorch model, for the check.
     """
 
     bits: int | None = None
@@ -83,11 +101,18 @@ class ExportOptions(CompressionConfig):
     tolerance: float = 1e-3
     sample_inputs: Any = None
     overwrite: bool = False
+    speed_repeats: int = 10
+    print_report: bool = True
+    exporter: str = "torchscript"
+    opset: int = 17
+    int8_mode: str = "static"
+    calibration_batches: Any = None
+    min_top1_agreement: float = 0.9
 
     def __post_init__(self) -> None:
         if self.bits is not None:
             check_number("bits", self.bits, low=MIN_BITS, high=MAX_BITS, integer=True)
-        for name in ("symmetric", "allow_ptq", "allow_regrid", "overwrite"):
+        for name in ("symmetric", "allow_ptq", "allow_regrid", "overwrite", "print_report"):
             value = getattr(self, name)
             if not isinstance(value, bool) and not (name == "symmetric" and value is None):
                 raise ValueError(f"{name} must be True or False; got {value!r}")
@@ -97,6 +122,16 @@ class ExportOptions(CompressionConfig):
             check_number("group_size", self.group_size, low=1, integer=True)
         self.scale_method = check_choice("scale_method", self.scale_method, SCALE_METHODS)
         check_number("tolerance", self.tolerance, low=0.0, low_inclusive=False)
+        check_number("speed_repeats", self.speed_repeats, low=0, integer=True)
+        check_number("opset", self.opset, low=13, high=23, integer=True)
+        check_number("min_top1_agreement", self.min_top1_agreement, low=0.0, high=1.0)
+        self.exporter = check_choice("exporter", self.exporter, ("torchscript", "dynamo"))
+        self.int8_mode = check_choice("int8_mode", self.int8_mode, ("static", "dynamic"))
+        if isinstance(self.calibration_batches, (str, bytes, dict)) or torch.is_tensor(self.calibration_batches):
+            raise ValueError(
+                "calibration_batches must be a list (or iterable) of batches, each a dict with input_ids and "
+                f"attention_mask or an input_ids tensor; got a single {type(self.calibration_batches).__name__}"
+            )
         for name in ("targets", "exclude"):
             value = getattr(self, name)
             if isinstance(value, str):
@@ -140,6 +175,8 @@ class ExportResult:
             that was zero in the model is still zero.
         size_bytes, files: what is on disk.
         notes: everything worth knowing (post-training quantization, dropped activation quantization, ...).
+        top1_agreement: ONNX formats: fraction of positions whose argmax matches the PyTorch model.
+        speed: the speed report (:class:`~hf_compress.quantization.export_speed_report.SpeedReport` as a dict).
     """
 
     format: str
@@ -160,6 +197,8 @@ class ExportResult:
     size_bytes: int
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    top1_agreement: float | None = None
+    speed: dict | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -220,6 +259,8 @@ def _export(model, path, export_format, implementation, settings: ExportOptions)
         raise ValueError(
             f"path {path!r} already exists and is not an empty folder; choose another path or pass overwrite=True"
         )
+    if export_format.whole_model:
+        return implementation.export_model(model, path, export_format, settings)
     source_model = unwrap_model(model)
     source = prepare_source(
         source_model,
@@ -255,6 +296,7 @@ def _export(model, path, export_format, implementation, settings: ExportOptions)
         "hf_compress_version": __version__,
     }
 
+    detected, float32_bytes = _compression_before_writing(source, activation)  # a format may consume source.model
     temporary = _temporary_folder(path)
     notes += implementation.write(source, temporary)
     if os.path.isdir(path):
@@ -325,7 +367,56 @@ def _export(model, path, export_format, implementation, settings: ExportOptions)
         100 * result.sparsity,
     )
     _raise_if_wrong(result, reference, outputs)
+    result.speed = _speed_report(
+        export_format.name, source_model, detected, float32_bytes, reloaded, batch, result, settings
+    )
+    result.files = sorted(os.listdir(path))
     return result
+
+
+def _compression_before_writing(source, activation: str):
+    from hf_compress.quantization.export_speed_report import detect_compression, float32_size
+
+    description = source.describe()
+    weights = description["weights"] or {}
+    kept = activation == "kept" and (description["activations"] or {}).get("granularity")
+    quantization = {"bits": weights.get("bits", 8), "activations": kept, "granularity": weights.get("granularity")}
+    return detect_compression(source.model, quantization), float32_size(source.model)
+
+
+def _speed_report(format_name, source_model, detected, float32_bytes, reloaded, batch, result, settings) -> dict:
+    """Measure the reloaded export in its runtime against a float32 copy of the model; print and write the report."""
+    from hf_compress.quantization.export_source import copy_for_export
+    from hf_compress.quantization.export_speed_report import (
+        build_report,
+        median_latencies,
+        runtime_installed,
+        torch_runner,
+        write_report,
+    )
+
+    timings, measured = None, "not measured (speed_repeats=0)"
+    if not runtime_installed(format_name):
+        measured = "not measured: vLLM (the runtime of this format) needs a GPU and is not installed here"
+    elif settings.speed_repeats:
+        baseline = copy_for_export(source_model).float()
+        batch_on_cpu = {key: value.cpu() for key, value in batch.items()}
+        timings = median_latencies(
+            {"exported": torch_runner(reloaded, batch_on_cpu), "pytorch_fp32": torch_runner(baseline, batch_on_cpu)},
+            settings.speed_repeats,
+        )
+        measured = f"median of {settings.speed_repeats} interleaved runs"
+    report = build_report(
+        format_name,
+        detected,
+        result.size_bytes,
+        float32_bytes,
+        timings,
+        list(batch["input_ids"].shape) if "input_ids" in batch else [],
+        measured,
+    )
+    write_report(report, result.path, settings.print_report)
+    return report.to_dict()
 
 
 def _raise_if_wrong(result: ExportResult, reference: torch.Tensor, outputs: torch.Tensor) -> None:

@@ -38,6 +38,8 @@ class ExportFormat:
         pip_install (`str`, *optional*): the command that installs it.
         extra (`str`, *optional*): the hf-compress extra that installs it (then ``pip_install`` names that extra).
         keeps_activation_quantization (`bool`): whether the checkpoint can hold int8 activation quantization.
+        whole_model (`bool`): the module exports the whole model itself (``export_model(model, path, format,
+            options)``, e.g. ONNX), instead of ``check`` / ``write`` / ``load`` of quantized weights.
     """
 
     name: str
@@ -47,6 +49,7 @@ class ExportFormat:
     pip_install: str | None = None
     keeps_activation_quantization: bool = False
     extra: str | None = None
+    whole_model: bool = False
 
     def module(self) -> ModuleType:
         """The implementation module; an ImportError with the pip command when the package is missing."""
@@ -84,6 +87,25 @@ BUILTIN_FORMATS = (
         package="compressed_tensors",
         pip_install="pip install hf-compress  (compressed-tensors is a base dependency)",
         keeps_activation_quantization=True,
+    ),
+    ExportFormat(
+        name="onnx",
+        implementation="hf_compress.quantization.export_onnx",
+        description="float32 ONNX graph (logits forward, dynamic batch/sequence) for ONNX Runtime",
+        package="onnxruntime",
+        pip_install=pip_install_command("onnx"),
+        extra="onnx",
+        whole_model=True,
+    ),
+    ExportFormat(
+        name="onnx-int8",
+        implementation="hf_compress.quantization.export_onnx",
+        description="int8 ONNX graph for ONNX Runtime on CPU: the QAT grid, or ORT static/dynamic PTQ",
+        package="onnxruntime",
+        pip_install=pip_install_command("onnx"),
+        extra="onnx",
+        keeps_activation_quantization=True,
+        whole_model=True,
     ),
 )
 

@@ -178,7 +178,8 @@ def prepare_source(
     qat_modules = {name: module for name, module in model.named_modules() if hasattr(module, "hf_compress_qparams")}
     saved = getattr(getattr(model, "config", None), CONFIG_ATTRIBUTE, None)
     notes: list[str] = []
-    if qat_modules:
+    origin = quantization_origin(model)
+    if origin == "qat":
         method = "qat"
         if ptq_spec is not None or targets or exclude:
             raise ValueError(
@@ -186,7 +187,7 @@ def prepare_source(
                 f"this model carries QAT parameters on {len(qat_modules)} modules; drop those options to export the "
                 "QAT grid"
             )
-    elif isinstance(saved, dict) and saved.get("modules") and isinstance(saved.get("weights"), dict):
+    elif origin == "config":
         method = "config"
     else:
         method = "ptq"
@@ -235,6 +236,18 @@ def prepare_source(
     if method == "ptq" or not isinstance(getattr(exported.config, CONFIG_ATTRIBUTE, None), dict):
         exported.config.hf_compress_quantization = source.describe()  # QAT models keep the callback's description
     return source
+
+
+def quantization_origin(model: nn.Module) -> str | None:
+    """``"qat"`` when modules carry ``hf_compress_qparams``, ``"config"`` when the config names a QAT grid (a saved
+    QAT model), else None (a model never QAT-prepared)."""
+    model = unwrap_model(model)
+    if any(hasattr(module, "hf_compress_qparams") for module in model.modules()):
+        return "qat"
+    saved = getattr(getattr(model, "config", None), CONFIG_ATTRIBUTE, None)
+    if isinstance(saved, dict) and saved.get("modules") and isinstance(saved.get("weights"), dict):
+        return "config"
+    return None
 
 
 def copy_for_export(model: nn.Module) -> nn.Module:

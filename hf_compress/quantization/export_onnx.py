@@ -1,0 +1,489 @@
+"""Export formats ``"onnx"`` and ``"onnx-int8"``: a model ONNX Runtime runs on CPU, float32 or int8.
+
+Why torch's exporter and onnxruntime's quantization tools, not optimum: optimum's ONNX exporter (optimum-onnx 0.1.0)
+pins ``transformers<4.58`` and cannot be installed beside transformers 5.x; ``torch.onnx.export`` and
+``onnxruntime.quantization`` can.
+
+Exporter: ``exporter="torchscript"`` (the default) is torch's TorchScript-based exporter (``dynamo=False``). On
+Llama, GPT-2 and BERT logits forwards with dynamic batch and sequence axes it exports in about a second and ORT
+matches PyTorch to ~1e-7, also on padded batches. ``exporter="dynamo"`` (``torch.export``, needs onnxscript) matches
+on unpadded positions too, but is about 10x slower to export here (7-15 s for the tiny test models). Its logits at
+padded positions differ from PyTorch's (garbage there either way). The default is what the tests cover on all
+three families; dynamo is the route that will stay when torch drops the TorchScript exporter.
+
+What is exported: the logits forward (``input_ids``, ``attention_mask`` and, when the batch has them,
+``token_type_ids``; batch and sequence axes dynamic) without KV cache. KV-cache generation is not supported: a
+decoder export recomputes the whole sequence at every generated token.
+
+int8:
+
+- a QAT-trained model (modules carry ``hf_compress_qparams``, or a saved QAT model with
+  ``config.hf_compress_quantization``) carries its trained scales into the graph
+  (:mod:`hf_compress.quantization.export_onnx_qat`);
+- any other model gets ONNX Runtime's post-training quantization, logged: ``int8_mode="static"`` (default; needs
+  ``calibration_batches``, QDQ format, int8 per-channel weights and per-tensor uint8 activations calibrated by
+  min/max)
+  or ``int8_mode="dynamic"`` (activation scales computed at run time, no calibration).
+
+Every export is reloaded in an ``onnxruntime.InferenceSession`` and run on the verification batch against the
+PyTorch model: ``max_abs_diff`` and ``top1_agreement`` go in the result. float32 is held to ``tolerance``; int8
+to ``min_top1_agreement``.
+
+Example:
+
+```python
+from hf_compress import export
+
+result = export(model, "out/onnx", format="onnx")
+result = export(model, "out/onnx-int8", format="onnx-int8", calibration_batches=[tokenizer(texts, ...)])
+```
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from hf_compress import __version__
+from hf_compress.distributed import unwrap_model
+from hf_compress.quantization.export_source import copy_for_export, prepare_source, quantization_origin
+from hf_compress.quantization.export_verify import fixed_batch, model_outputs
+
+logger = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+EXPORTERS = ("torchscript", "dynamo")
+INT8_MODES = ("static", "dynamic")
+DEFAULT_OPSET = 17
+
+
+class OnnxExportError(ValueError):
+    """torch's exporter cannot trace the model; the message names the model class and the op."""
+
+
+def require_onnx(format_name: str, exporter: str = "torchscript") -> None:
+    """Raise a MissingExtraError naming the ``onnx`` extra when onnx / onnxruntime (or onnxscript for dynamo) is
+    missing."""
+    from hf_compress.extras import require_extra
+
+    for package in ["onnx", "onnxruntime"] + (["onnxscript"] if exporter == "dynamo" else []):
+        require_extra(package, "onnx", f"export format {format_name!r}")
+
+
+# ---------------------------------------------------------------------- tracing
+class LogitsForward(nn.Module):
+    """The model's logits as a function of positional ``input_ids, attention_mask[, token_type_ids]``."""
+
+    def __init__(self, model: nn.Module, input_names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.input_names = input_names
+        self.extra = {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        values = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        output = self.model(**{name: values[name] for name in self.input_names}, **self.extra, return_dict=True)
+        logits = getattr(output, "logits", None)
+        return logits if logits is not None else output[0]
+
+
+def onnx_inputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The graph inputs, in order: ``input_ids``, ``attention_mask`` (ones when absent), ``token_type_ids`` if given."""
+    if "input_ids" not in batch:
+        raise ValueError(f"sample_inputs must hold input_ids for an ONNX export; got keys {sorted(batch)}")
+    accepted = inspect.signature(model.forward).parameters
+    inputs = {"input_ids": batch["input_ids"].long()}
+    inputs["attention_mask"] = batch.get("attention_mask", torch.ones_like(batch["input_ids"])).long()
+    if "token_type_ids" in batch and "token_type_ids" in accepted:
+        inputs["token_type_ids"] = batch["token_type_ids"].long()
+    return inputs
+
+
+def trace_to_onnx(model: nn.Module, inputs: dict[str, torch.Tensor], file: str, exporter: str, opset: int) -> None:
+    """Export ``model``'s logits forward to ``file`` with dynamic batch and sequence axes.
+
+    Raises:
+        OnnxExportError: the exporter cannot trace the model (the message names the model class and the op).
+    """
+    names = tuple(inputs)
+    wrapper = LogitsForward(model, names).eval()
+    args = tuple(inputs[name] for name in names)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            if exporter == "dynamo":
+                batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+                torch.onnx.export(
+                    wrapper,
+                    args,
+                    file,
+                    dynamo=True,
+                    input_names=list(names),
+                    output_names=["logits"],
+                    dynamic_shapes={name: {0: batch, 1: sequence} for name in names},
+                    opset_version=opset,
+                    verbose=False,
+                )
+            else:
+                axes = {0: "batch", 1: "sequence"}
+                torch.onnx.export(
+                    wrapper,
+                    args,
+                    file,
+                    dynamo=False,
+                    input_names=list(names),
+                    output_names=["logits"],
+                    dynamic_axes={**{name: axes for name in names}, "logits": axes},
+                    opset_version=opset,
+                    do_constant_folding=True,
+                )
+    except Exception as error:  # the exporters raise many types; the user needs the class and the op
+        message = str(error)
+        found = re.search(r"aten(?:::|\.)[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?", message)
+        op = found.group(0) if found else (message.strip().splitlines() or ["unknown"])[0][:200]
+        raise OnnxExportError(
+            f"cannot export {type(model).__name__} to ONNX with torch's {exporter} exporter (opset {opset}): "
+            f"unsupported op {op}. Try exporter={'dynamo' if exporter == 'torchscript' else 'torchscript'!r}, "
+            "a higher opset=, or another export format"
+        ) from error
+
+
+# ---------------------------------------------------------------------- ONNX Runtime
+def inference_session(file: str, threads: int | None = None):
+    """An ``onnxruntime.InferenceSession`` on CPU with all graph optimisations (``threads`` intra-op threads)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(file, options, providers=["CPUExecutionProvider"])
+
+
+def session_feed(session, batch: dict[str, torch.Tensor]) -> dict:
+    """The numpy feed of ``batch`` for the session's inputs (a missing attention_mask is all ones)."""
+    names = [node.name for node in session.get_inputs()]
+    feed = {}
+    for name in names:
+        value = batch.get(name)
+        if value is None and name == "attention_mask":
+            value = torch.ones_like(batch["input_ids"])
+        if value is None:
+            raise ValueError(f"the batch has no {name!r}, an input of the ONNX model; got keys {sorted(batch)}")
+        feed[name] = value.long().cpu().numpy()
+    return feed
+
+
+def session_outputs(session, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.from_numpy(session.run(None, session_feed(session, batch))[0]).float()
+
+
+# ---------------------------------------------------------------------- post-training int8 (ONNX Runtime's own)
+def _calibration_feeds(batches: Iterable, input_names: list[str]) -> list[dict]:
+    feeds = []
+    for index, batch in enumerate(batches):
+        if torch.is_tensor(batch):
+            batch = {"input_ids": batch}
+        if not isinstance(batch, dict) and hasattr(batch, "keys"):  # a tokenizer's BatchEncoding
+            batch = dict(batch)
+        if not isinstance(batch, dict) or "input_ids" not in batch:
+            raise ValueError(
+                f"calibration_batches[{index}] must be a dict with input_ids (e.g. a tokenizer's output with "
+                f"return_tensors='pt') or an input_ids tensor; got {type(batch).__name__}"
+            )
+        tensors = {key: torch.as_tensor(value) for key, value in batch.items() if key in INPUT_NAMES}
+        if "attention_mask" not in tensors:
+            tensors["attention_mask"] = torch.ones_like(tensors["input_ids"])
+        feeds.append({name: tensors[name].long().numpy() for name in input_names if name in tensors})
+    if not feeds:
+        raise ValueError("calibration_batches is empty; pass at least one batch")
+    return feeds
+
+
+class _QuietOrtQuantization(logging.Filter):
+    """onnxruntime.quantization logs per-tensor chatter on the root logger at INFO; keep its warnings only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
+
+
+def ort_post_training_int8(float_file: str, int8_file: str, mode: str, calibration_batches, input_names) -> str:
+    """ONNX Runtime's own int8 quantization of ``float_file`` (MatMul/Gemm, int8 per-channel weights); a note."""
+    quiet = _QuietOrtQuantization()
+    logging.getLogger().addFilter(quiet)
+    try:
+        return _ort_quantize(float_file, int8_file, mode, calibration_batches, input_names)
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+def _ort_quantize(float_file, int8_file, mode, calibration_batches, input_names) -> str:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    if mode == "dynamic":
+        quantize_dynamic(
+            float_file,
+            int8_file,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Gemm"],
+        )
+        return "post-training int8 by onnxruntime.quantization.quantize_dynamic (per-channel int8 weights, dynamic activations)"
+    feeds = _calibration_feeds(calibration_batches, input_names)
+
+    class BatchReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.remaining = iter(feeds)
+
+        def get_next(self):
+            return next(self.remaining, None)
+
+    quantize_static(
+        float_file,
+        int8_file,
+        BatchReader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,  # u8 x s8: ORT's fast x86 kernels (s8 x s8 QDQ ran 2.5x slower on MiniLM)
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul", "Gemm"],
+        calibrate_method=CalibrationMethod.MinMax,
+    )
+    return (
+        f"post-training int8 by onnxruntime.quantization.quantize_static on {len(feeds)} calibration batches "
+        "(QDQ, per-channel int8 weights, per-tensor uint8 activations by min/max)"
+    )
+
+
+def count_int8_matmuls(model) -> int:
+    """MatMul/Gemm nodes that run on int8 in ``model`` (an ``onnx.ModelProto``)."""
+    initializer_types = {tensor.name: tensor.data_type for tensor in model.graph.initializer}
+    int8_types = {2, 3}  # onnx.TensorProto.UINT8, INT8
+    count = sum(1 for node in model.graph.node if node.op_type in ("MatMulInteger", "QLinearMatMul"))
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and initializer_types.get(node.input[0]) in int8_types:
+            count += 1
+    return count
+
+
+# ---------------------------------------------------------------------- the export
+def export_model(model: nn.Module, path: str, export_format, settings):
+    """Write ``model`` as ``path/model.onnx`` (+ ``config.json``), reload it in ONNX Runtime and check it."""
+    import onnx
+
+    from hf_compress.quantization.export import ExportResult, ExportVerificationError
+    from hf_compress.quantization.export_speed_report import (
+        build_report,
+        detect_compression,
+        float32_size,
+        median_latencies,
+        torch_runner,
+        write_report,
+    )
+
+    int8 = export_format.name == "onnx-int8"
+    require_onnx(export_format.name, settings.exporter)
+    if settings.ptq_spec() is not None or settings.targets or settings.exclude:
+        raise ValueError(
+            f"format={export_format.name!r} takes no bits/symmetric/granularity/group_size/targets/exclude: int8 "
+            "comes from QAT or from ONNX Runtime's quantizer (int8_mode='static' or 'dynamic')"
+        )
+    source_model = unwrap_model(model)
+    origin = quantization_origin(source_model) if int8 else None
+    source = None
+    if int8 and origin is not None:
+        from hf_compress.quantization.export_onnx_qat import check_grids
+
+        source = prepare_source(source_model)
+        check_grids(source)
+        exported = source.model
+    else:
+        if int8 and settings.int8_mode == "static" and settings.calibration_batches is None:
+            raise ValueError(
+                "format='onnx-int8' with int8_mode='static' needs calibration data for a model that was never "
+                "QAT-trained: pass calibration_batches=[batch, ...] (dicts with input_ids and attention_mask, e.g. "
+                "tokenizer(texts, padding=True, return_tensors='pt'), a few dozen representative examples; CLI: "
+                "--calibration-file FILE), or int8_mode='dynamic' (no calibration), or train with QATCallback"
+            )
+        if int8 and not settings.allow_ptq:
+            raise ValueError(
+                "allow_ptq=False: the model was never QAT-prepared; train it with QATCallback first, or allow "
+                "post-training quantization"
+            )
+        exported = copy_for_export(source_model)
+    exported = exported.float()
+
+    batch = onnx_inputs(exported, fixed_batch(source_model, settings.sample_inputs))
+    notes = list(source.notes) if source is not None else []
+    if int8:
+        reference = model_outputs(source_model, batch)
+    else:  # float32 holds the weights as they are; activation quantization from QAT is not part of it
+        reference = model_outputs(exported, batch)
+        if any(hasattr(module, "hf_compress_act_qparams") for module in source_model.modules()):
+            message = (
+                "format='onnx' is float32: the QAT activation quantization is not in the graph (format='onnx-int8' "
+                "keeps it); checked against the model's weights without it"
+            )
+            logger.warning("hf_compress export: %s", message)
+            notes.append(message)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    temporary = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.partial-", dir=parent)
+    try:
+        float_file = os.path.join(temporary, "float.onnx")
+        trace_to_onnx(exported, batch, float_file, settings.exporter, settings.opset)
+        folder = os.path.join(temporary, "out")
+        os.makedirs(folder)
+        final_file = os.path.join(folder, ONNX_FILE)
+        method, layers, activation = "none", 0, "none"
+        weight_diff, exact, zeros_kept, sparsity = 0.0, True, True, 0.0
+        quantization = None
+        if not int8:
+            shutil.move(float_file, final_file)
+        elif source is not None:
+            from hf_compress.quantization.export_onnx_qat import apply_trained_grid
+
+            graph = onnx.load(float_file)
+            rewrite = apply_trained_grid(graph, source)
+            onnx.save(graph, final_file)
+            method, layers = source.method, rewrite.layers
+            weight_diff, zeros_kept, sparsity = rewrite.weight_max_abs_diff, rewrite.zeros_kept, rewrite.sparsity
+            activation = "kept" if rewrite.static_activation_layers else "dynamic"
+            notes += rewrite.notes
+            description = source.describe()
+            quantization = {
+                "bits": description["weights"]["bits"] if description["weights"] else 8,
+                "activations": "static" if rewrite.static_activation_layers else "dynamic",
+                "granularity": (description["weights"] or {}).get("granularity"),
+            }
+            logger.info(
+                "hf_compress export: onnx-int8 carries the trained %s grid of %d modules (%d with trained static "
+                "activation scales, %d with dynamic activations)",
+                method,
+                rewrite.layers,
+                rewrite.static_activation_layers,
+                rewrite.dynamic_activation_layers,
+            )
+        else:
+            logger.warning(
+                "hf_compress export: the model was never QAT-prepared; applying ONNX Runtime's %s post-training "
+                "int8 quantization",
+                settings.int8_mode,
+            )
+            notes.append(
+                ort_post_training_int8(
+                    float_file, final_file, settings.int8_mode, settings.calibration_batches, list(batch)
+                )
+            )
+            method, exact = f"ptq-{settings.int8_mode}", False
+            activation = "kept" if settings.int8_mode == "static" else "dynamic"
+            layers = count_int8_matmuls(onnx.load(final_file))
+            quantization = {"bits": 8, "activations": settings.int8_mode, "granularity": "per_channel"}
+        exported.config.hf_compress_export = {
+            "format": export_format.name,
+            "method": method,
+            "activation_quantization": activation,
+            "exporter": settings.exporter,
+            "opset": settings.opset,
+            "hf_compress_version": __version__,
+        }
+        exported.config.save_pretrained(folder)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        os.replace(folder, path)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+    session = inference_session(os.path.join(path, ONNX_FILE))
+    outputs = session_outputs(session, batch)
+    max_abs_diff = (outputs - reference).abs().max().item()
+    top1 = (outputs.argmax(-1) == reference.argmax(-1)).float().mean().item()
+    files = sorted(os.listdir(path))
+    result = ExportResult(
+        format=export_format.name,
+        path=path,
+        method=method,
+        layers=layers,
+        max_abs_diff=max_abs_diff,
+        float_max_abs_diff=max_abs_diff if int8 and source is None else None,
+        checked_max_abs_diff=max_abs_diff,
+        checked_against="the PyTorch model in memory (ONNX Runtime session)",
+        activation_params_max_abs_diff=None,
+        tolerance=settings.tolerance,
+        weight_max_abs_diff=weight_diff,
+        exact_grid=exact,
+        activation_quantization=activation,
+        sparsity=sparsity,
+        zeros_kept=zeros_kept,
+        size_bytes=sum(os.path.getsize(os.path.join(path, name)) for name in files),
+        files=files,
+        notes=notes,
+        top1_agreement=top1,
+    )
+    logger.info(
+        "hf_compress export: wrote %s (%s) to %s, %.2f MB; reloaded in ONNX Runtime: max abs diff %.3g, top-1 "
+        "agreement %.1f%%",
+        result.format,
+        method,
+        path,
+        result.size_bytes / 1e6,
+        max_abs_diff,
+        100 * top1,
+    )
+    problems = []
+    if not torch.isfinite(outputs).all():
+        problems.append("the ONNX model produces non-finite outputs")
+    if not zeros_kept:
+        problems.append("weights that were exactly zero are not zero in the graph (sparsity lost)")
+    if weight_diff > 1e-6:
+        problems.append(f"the int8 weights in the graph differ from the trained grid by {weight_diff:.3g}")
+    if not int8 and not max_abs_diff <= settings.tolerance:
+        problems.append(f"max abs diff {max_abs_diff:.3g} exceeds tolerance {settings.tolerance:.3g}")
+    if int8 and top1 < settings.min_top1_agreement:
+        problems.append(f"top-1 agreement {top1:.1%} is below min_top1_agreement={settings.min_top1_agreement:.1%}")
+    if problems:
+        raise ExportVerificationError(
+            f"export to {path!r} (format={export_format.name!r}) failed its check: {'; '.join(problems)}. The files "
+            "are left there to inspect; pass tolerance=... / min_top1_agreement=... to accept a larger difference"
+        )
+
+    timings, measured = None, "not measured (speed_repeats=0)"
+    if settings.speed_repeats:
+        baseline = copy_for_export(source_model).float()
+        feed = session_feed(session, batch)
+        timings = median_latencies(
+            {"exported": lambda: session.run(None, feed), "pytorch_fp32": torch_runner(baseline, batch)},
+            settings.speed_repeats,
+        )
+        measured = f"median of {settings.speed_repeats} interleaved runs"
+    report = build_report(
+        export_format.name,
+        detect_compression(exported, quantization),
+        result.size_bytes,
+        float32_size(exported),
+        timings,
+        list(batch["input_ids"].shape),
+        measured,
+    )
+    write_report(report, path, settings.print_report)
+    result.speed = report.to_dict()
+    result.files = sorted(os.listdir(path))
+    return result
