@@ -137,7 +137,7 @@ def similarity_scores(items: list[dict]) -> list[float]:
 
 def clear_caches(keep_facts: bool = False) -> None:
     """Forget every analysed text; with ``keep_facts``, keep the analysed reference facts (as in repeated evals)."""
-    for cached in (text_analysis.analyse, text_analysis.base_form, text_analysis.word_key):
+    for cached in (text_analysis.analyse,):
         cached.cache_clear()
     if not keep_facts:
         consistency.index_facts.cache_clear()
