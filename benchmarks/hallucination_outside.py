@@ -121,7 +121,10 @@ def rouge_precisions(prediction: str, references: list[str]) -> dict[str, float]
 
         _ROUGE = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"])
     scores = _ROUGE.score(" ".join(references), prediction)
-    return {name: 1.0 - scores[key].precision for name, key in (("ROUGE-1", "rouge1"), ("ROUGE-2", "rouge2"), ("ROUGE-L", "rougeL"))}
+    return {
+        name: 1.0 - scores[key].precision
+        for name, key in (("ROUGE-1", "rouge1"), ("ROUGE-2", "rouge2"), ("ROUGE-L", "rougeL"))
+    }
 
 
 def checker_scores(items: list[dict], checker: str, metric) -> tuple[list[float], float]:

@@ -42,11 +42,15 @@ def split_of(set_name: str, reference: str) -> str:
 
 
 def _git_show(repo: Path, path: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), "show", f"HEAD:{path}"], capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        ["git", "-C", str(repo), "show", f"HEAD:{path}"], capture_output=True, text=True, check=True
+    ).stdout
 
 
 def _commit(repo: Path) -> str:
-    return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def build_begin(repo: Path) -> dict:
@@ -69,7 +73,13 @@ def build_begin(repo: Path) -> dict:
                     "split": split_of("begin", knowledge),
                 }
             )
-    return {"name": "begin", "repo": "google/BEGIN-dataset", "commit": _commit(repo), "files": list(BEGIN_FILES), "items": items}
+    return {
+        "name": "begin",
+        "repo": "google/BEGIN-dataset",
+        "commit": _commit(repo),
+        "files": list(BEGIN_FILES),
+        "items": items,
+    }
 
 
 def build_qags(repo: Path, which: str) -> dict:
@@ -89,7 +99,13 @@ def build_qags(repo: Path, which: str) -> dict:
                     "split": split_of(f"qags_{which}", article),
                 }
             )
-    return {"name": f"qags_{which}", "repo": "W4ngatang/qags", "commit": _commit(repo), "files": [path], "items": items}
+    return {
+        "name": f"qags_{which}",
+        "repo": "W4ngatang/qags",
+        "commit": _commit(repo),
+        "files": [path],
+        "items": items,
+    }
 
 
 def main() -> None:

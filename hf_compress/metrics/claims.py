@@ -37,7 +37,7 @@ def split_claims(text: str) -> list[str]:
         for part in sentence.split(";"):
             for clause in _split_relative_insert(part.strip()):
                 claims.extend(_split_coordination(clause))
-    return [_finish(claim) for claim in claims if re.search(r"[A-Za-z0-9]", claim)]
+    return [_finish(claim) for claim in claims if re.search(r"\w", claim)]
 
 
 def _words(text: str) -> list[re.Match]:
@@ -111,4 +111,4 @@ def _finish(claim: str) -> str:
     claim = claim.strip().strip(",;:").strip()
     if claim and claim.split()[0].islower():  # "she died" -> "She died", but never "iPhone" -> "IPhone"
         claim = claim[0].upper() + claim[1:]
-    return claim if claim[-1:] in {".", "!", "?"} else claim + "."
+    return claim if claim[-1:] in {".", "!", "?", "\u3002", "\uff01", "\uff1f"} else claim + "."

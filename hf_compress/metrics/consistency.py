@@ -48,25 +48,32 @@ class FactIndex:
     quantities: tuple[Quantity, ...]
     topic_words: frozenset[str]
     topic_keys: frozenset[str]
+    clause_texts: tuple[str, ...] = ()
+    unigrams: frozenset[str] = frozenset()
+    bigrams: frozenset[tuple[str, str]] = frozenset()
 
 
 @lru_cache(maxsize=8192)
 def index_facts(facts: tuple[str, ...]) -> FactIndex:
-    clauses, clause_fact = [], []
+    clauses, clause_fact, clause_texts = [], [], []
     for position, fact in enumerate(facts):
         for clause in split_claims(fact) or [fact]:
             clauses.append(analyse(clause))
             clause_fact.append(position)
+            clause_texts.append(clause)
     words = frozenset().union(*(clause.words for clause in clauses)) if clauses else frozenset()
     entities = tuple(entity for clause in clauses for entity in clause.entities)
     quantities = tuple(quantity for clause in clauses for quantity in clause.quantities)
     # Names that several facts mention (or the first fact opens with) are the topic: facts often refer to it as
     # "it" or "he", so its absence from a clause says nothing.
     names, keys = Counter(), Counter()
+    unigrams, bigrams = set(), set()
     for fact in facts:
         analysis = analyse(fact)
         names.update({key for entity in analysis.entities for key in entity.keys})
         keys.update(analysis.keys)
+        unigrams.update(analysis.sequence)
+        bigrams.update(zip(analysis.sequence, analysis.sequence[1:]))
     topic_words = {key for key, count in names.items() if count >= 2}
     if clauses and clauses[0].entities:
         topic_words.update(clauses[0].entities[0].keys)
@@ -80,6 +87,9 @@ def index_facts(facts: tuple[str, ...]) -> FactIndex:
         quantities,
         frozenset(topic_words),
         frozenset(topic_keys),
+        tuple(clause_texts),
+        frozenset(unigrams),
+        frozenset(bigrams),
     )
 
 
@@ -95,6 +105,7 @@ class Consistency:
         contradictions (`list[str]`): why the facts contradict the claim (numbers, dates, names, polarity, swaps).
         unsupported (`list[str]`): names and numbers of the claim that no fact mentions.
         uncovered_words (`list[str]`): other words of the claim that no fact covers.
+        spans (`list[str]`): for each contradiction, the part of the claim it is about.
     """
 
     clause: int | None
@@ -105,10 +116,23 @@ class Consistency:
     contradictions: list[str] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)
     uncovered_words: list[str] = field(default_factory=list)
+    spans: list[str] = field(default_factory=list)  # the claim's words that the facts contradict
 
     @property
     def uncovered_fraction(self) -> float:
         return self.uncovered_weight / self.total_weight if self.total_weight > 0 else 0.0
+
+
+def ngram_gaps(claim: TextAnalysis, index: FactIndex) -> tuple[float, float]:
+    """(share of the claim's words, share of its word pairs) that no fact contains, over all its words."""
+    sequence = claim.sequence
+    if not sequence:
+        return 0.0, 0.0
+    unigram_gap = sum(word not in index.unigrams for word in sequence) / len(sequence)
+    if len(sequence) < 2:
+        return unigram_gap, unigram_gap
+    pairs = list(zip(sequence, sequence[1:]))
+    return unigram_gap, sum(pair not in index.bigrams for pair in pairs) / len(pairs)
 
 
 def assess(claim: TextAnalysis, index: FactIndex, clause: int | None = None) -> Consistency:
@@ -134,6 +158,7 @@ def assess(claim: TextAnalysis, index: FactIndex, clause: int | None = None) -> 
         status, other = _quantity_status(quantity, index, aligned, coverages)
         if status == "contradicted":
             result.contradictions.append(f"{_kind(quantity)} {quantity.text} contradicts {other.text}")
+            result.spans.append(quantity.text)
         elif status == "uncovered":
             uncovered += 1.0
             result.unsupported.append(f"{_kind(quantity)} {quantity.text} is not in the facts")
@@ -236,11 +261,13 @@ def _check_entities(claim: TextAnalysis, index: FactIndex, aligned: TextAnalysis
                 result.contradictions.append(
                     f"name {entity.text!r} is not the one the facts give here ({rivals[0].text!r})"
                 )
+                result.spans.append(entity.text)
             continue
         if displaced and _coverage_without(claim, aligned, entity) >= RESTATEMENT_COVERAGE:
             result.contradictions.append(
                 f"name {entity.text!r} is not in the facts, which name {displaced[0].text!r} here"
             )
+            result.spans.append(entity.text)
         else:
             result.unsupported.append(f"name {entity.text!r} is not in the facts")
 
@@ -261,6 +288,7 @@ def _check_polarity(claim: TextAnalysis, aligned: TextAnalysis, result: Consiste
     if claim.negated != aligned.negated:
         which = "negates" if claim.negated else "drops the negation of"
         result.contradictions.append(f"the claim {which} the fact")
+        result.spans.append(claim.negation_cue or claim.text)
     claim_keys, fact_keys = claim.keys, aligned.keys
     for key in claim.polarity_keys:
         opposite = antonyms_of(key) & fact_keys
@@ -268,6 +296,7 @@ def _check_polarity(claim: TextAnalysis, aligned: TextAnalysis, result: Consiste
             word = next(word.text for word in claim.content if word.key == key)
             fact_word = next(word.text for word in aligned.content if word.key in opposite)
             result.contradictions.append(f"{word!r} is the opposite of {fact_word!r} in the fact")
+            result.spans.append(word)
 
 
 def _check_swaps(claim: TextAnalysis, aligned: TextAnalysis, index: FactIndex, result: Consistency) -> None:
@@ -306,4 +335,5 @@ def _check_swaps(claim: TextAnalysis, aligned: TextAnalysis, index: FactIndex, r
         result.contradictions.append(
             f"{' '.join(w.text for w in new)!r} in place of {' '.join(w.text for w in old)!r} in the fact"
         )
+        result.spans.append(" ".join(w.text for w in new))
         return

@@ -44,7 +44,9 @@ _STEMMER = snowballstemmer.stemmer("english")
 _POS_ORDER = ("VERB", "NOUN", "ADJ", "ADV", "AUX")
 # Words that are function words by stop-words' list but carry the facts of order, comparison and time that claims
 # turn on ("before 1900", "more than", "the first"); they stay content words.
-_ORDER_WORDS = frozenset({"before", "after", "first", "last", "more", "most", "less", "least", "over", "under", "above"})
+_ORDER_WORDS = frozenset(
+    {"before", "after", "first", "last", "more", "most", "less", "least", "over", "under", "above"}
+)
 _ORDER_WORDS |= frozenset({"below", "until", "since", "only", "earlier", "later", "never", "not", "no", "nor"})
 # A stop-words entry counts as a function word only when it is this common (Zipf scale): its long list also holds
 # content words such as "act" or "adopted".

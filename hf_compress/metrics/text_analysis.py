@@ -211,6 +211,15 @@ class TextAnalysis:
     entities: tuple[Entity, ...]
     negated: bool
     words: frozenset[str] = field(default_factory=frozenset)
+    sequence: tuple[str, ...] = ()  # every word (as its key) and number, in order: for n-gram overlap
+
+    @cached_property
+    def negation_cue(self) -> str | None:
+        """The first negation word of the text ("never", "not", "isn't"), if any."""
+        for word in re.findall(r"[^\W\d_]+(?:['\u2019]t)?", self.text):
+            if word.lower() in NEGATION_CUES or word.lower().endswith(("n't", "n\u2019t")):
+                return word
+        return None
 
     @cached_property
     def keys(self) -> frozenset[str]:
@@ -265,13 +274,16 @@ def analyse(text: str) -> TextAnalysis:
             continue
         weight = 1.0 if in_entity else language.word_weight(lower)
         content.append(ContentWord(key, weight, token.text, in_entity))
-    return TextAnalysis(text, tuple(content), tuple(quantities), tuple(entities), negated, frozenset(words))
+    sequence = tuple(
+        word_key(token.bare) if token.kind == "word" else token.text.replace(",", "")
+        for token in tokens
+        if token.kind in {"word", "num"}
+    )
+    return TextAnalysis(text, tuple(content), tuple(quantities), tuple(entities), negated, frozenset(words), sequence)
 
 
 def _is_negated(tokens: list[Token]) -> bool:
-    cues = [
-        t.lower for t in tokens if t.kind == "word" and (t.lower in NEGATION_CUES or t.lower.endswith("n't"))
-    ]
+    cues = [t.lower for t in tokens if t.kind == "word" and (t.lower in NEGATION_CUES or t.lower.endswith("n't"))]
     if not cues:
         return False
     lowers = {t.lower for t in tokens if t.kind == "word"}

@@ -108,5 +108,10 @@ class EmbeddingChecker(HallucinationChecker):
             reason = "; ".join(
                 [f"similarity {similarity:.2f} to the closest fact", *result.contradictions, *result.unsupported]
             )
-            checks.append(ClaimCheck(score, bool(result.contradictions), index.clause_fact[best], reason))
+            span = result.spans[0] if result.spans else None
+            checks.append(
+                ClaimCheck(
+                    score, bool(result.contradictions), index.clause_fact[best], reason, index.clause_texts[best], span
+                )
+            )
         return checks
