@@ -33,7 +33,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 import hf_compress  # noqa: E402
-from hf_compress.metrics import consistency, text_analysis  # noqa: E402
+from hf_compress.metrics import consistency, language, text_analysis  # noqa: E402
 from hf_compress.metrics.checkers.embedding import EmbeddingChecker  # noqa: E402
 from hf_compress.metrics.checkers.lexical import LexicalChecker  # noqa: E402
 from hf_compress.metrics.claims import split_claims  # noqa: E402
@@ -137,8 +137,9 @@ def similarity_scores(items: list[dict]) -> list[float]:
 
 def clear_caches(keep_facts: bool = False) -> None:
     """Forget every analysed text; with ``keep_facts``, keep the analysed reference facts (as in repeated evals)."""
-    for cached in (text_analysis.analyse,):
+    for cached in (text_analysis.analyse, language.word_key, language.word_weight, language.lemmas, language.is_verb):
         cached.cache_clear()
+    language.language_of.cache_clear()
     if not keep_facts:
         consistency.index_facts.cache_clear()
 

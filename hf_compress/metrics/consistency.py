@@ -41,6 +41,7 @@ _COPULAS = frozenset({word_key("is"), "and", "or", "of", "'s"})
 RESTATEMENT_COVERAGE = 0.5
 SWAP_COVERAGE = 0.6
 MAX_SWAP_WORDS = 3
+SWAP_MIN_WEIGHT = 0.6  # a word this informative (wordfreq weight) can be a swapped-in content word
 _TITLE_WORDS = frozenset(
     "mount mt lake river sea ocean cape saint st sir dame dr mr mrs ms prof king queen prince princess president "
     "general captain lord lady pope emperor the".split()
@@ -336,10 +337,10 @@ def _check_polarity(claim: TextAnalysis, aligned: TextAnalysis, result: Consiste
 
 def _check_swaps(claim: TextAnalysis, aligned: TextAnalysis, index: FactIndex, result: Consistency) -> None:
     """Content words swapped in place: "in the mitochondria of plant cells" vs "in the chloroplasts of plant cells"."""
-    claim_words = [word for word in claim.content if word.weight >= 1.0 and not word.in_entity]
+    claim_words = [word for word in claim.content if word.weight >= SWAP_MIN_WEIGHT and not word.in_entity]
     if all(word.key in aligned.words for word in claim_words):
         return  # nothing of the claim is missing from the clause, so nothing was swapped in
-    fact_words = [word for word in aligned.content if word.weight >= 1.0 and not word.in_entity]
+    fact_words = [word for word in aligned.content if word.weight >= SWAP_MIN_WEIGHT and not word.in_entity]
     claim_keys = [word.key for word in claim_words]
     fact_keys = [word.key for word in fact_words]
     matcher = difflib.SequenceMatcher(a=claim_keys, b=fact_keys, autojunk=False)

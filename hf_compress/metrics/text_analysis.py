@@ -39,7 +39,12 @@ NEGATION_CUES = frozenset("not no never none nobody nothing nowhere neither nor 
 UNIVERSAL_NEGATIONS = frozenset({"no", "none", "nothing", "nobody", "never"})
 COMPARATIVE_MARKERS = frozenset({"than", "before", "other"})
 # Opposite directions of comparison and order. Other antonyms need a thesaurus, which no offline package ships.
-OPPOSITES = (("more", "less"), ("most", "least"), ("before", "after"), ("first", "last"), ("earlier", "later"))
+OPPOSITES = (
+    ("more", "less"),
+    ("most", "least"),
+    ("first", "last"),
+    ("earlier", "later"),
+)  # before/after: see _check_order
 OPPOSITES += (("above", "below"), ("over", "under"), ("increase", "decrease"), ("gain", "lose"), ("win", "lose"))
 _NEGATING_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non")
 _CURRENCY_SYMBOLS = frozenset("$\u20ac\u00a3\u00a5")
@@ -628,9 +633,9 @@ def _number_led(tokens: list[Token], index: int, consumed: set[int]) -> tuple[Qu
 def _word_led(tokens: list[Token], index: int, consumed: set[int]) -> tuple[Quantity | None, int]:
     token = tokens[index]
     word = token.bare
-    if _is_function_word(word) and word not in {"one", "two"}:
-        return None, index + 1
     month = _month_at(tokens, index)
+    if month is None and _is_function_word(word) and word not in {"one", "two"}:
+        return None, index + 1
     if month is not None:
         day = _int_at(tokens, index + 1, 1, 31)
         if day is not None:
