@@ -10,7 +10,9 @@ test at the default threshold (0.5) for the checkers, and at the threshold that 
 the baselines. A hallucinated prediction is the positive class. Sets are built by ``benchmarks/outside_data.py``; a
 set whose file is missing is skipped (QAGS is not stored here, see benchmarks/data/SOURCES.md).
 
-    python benchmarks/hallucination_outside.py --results benchmarks/results/hallucination_outside.md
+    python benchmarks/hallucination_outside.py --results benchmarks/results/outside/hallucination_outside.md
+
+benchmarks/hallucination_eval.py then copies that table into benchmarks/results/hallucination.md.
 """
 
 from __future__ import annotations
@@ -235,6 +237,7 @@ def main() -> None:
     text = report(rows, command.strip())
     print(text)
     if args.results:
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
         Path(args.results).write_text(text)
 
 
