@@ -25,7 +25,9 @@ def register(registry) -> None:
 
     for name, class_name in STRUCTURE_CRITERIA.items():
         registry.register("structure_criterion", name, lazy(f"hf_compress.structured.criteria:{class_name}"))
-    registry.register("callback", "structured_pruning", lazy("hf_compress.structured.callback:structured_pruning_callback"))
+    registry.register(
+        "callback", "structured_pruning", lazy("hf_compress.structured.callback:structured_pruning_callback")
+    )
     registry.register(
         "technique",
         "structured_pruning",

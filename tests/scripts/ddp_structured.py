@@ -12,8 +12,6 @@ import json
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from transformers import Trainer, TrainerCallback  # noqa: E402
 
