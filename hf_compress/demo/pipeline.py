@@ -34,6 +34,7 @@ from hf_compress.demo.training import (
     DemoData,
     build_data,
     continue_dense,
+    quiet,
     recovery_arguments,
     train_teacher_to_plateau,
 )
@@ -91,13 +92,15 @@ def train_student(spec: StudentSpec, teacher, data: DemoData, settings: DemoSett
     hallucination_eval = HallucinationEvalCallback(
         data.prompts, data.references, generation_kwargs={"max_new_tokens": 4, "do_sample": False}
     )
-    trainer = Trainer(
-        model=copy.deepcopy(teacher),
-        args=recovery_arguments(os.path.join(output_dir, "runs", spec.key), settings, seed),
-        train_dataset=data.train,
-        eval_dataset=data.train,
-        processing_class=data.tokenizer,
-        callbacks=[*callbacks_from_recipe(spec.recipe(settings), teacher=teacher), hallucination_eval],
+    trainer = quiet(
+        Trainer(
+            model=copy.deepcopy(teacher),
+            args=recovery_arguments(os.path.join(output_dir, "runs", spec.key), settings, seed),
+            train_dataset=data.train,
+            eval_dataset=data.train,
+            processing_class=data.tokenizer,
+            callbacks=[*callbacks_from_recipe(spec.recipe(settings), teacher=teacher), hallucination_eval],
+        )
     )
     trainer.train()
     return trainer

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 from transformers import EarlyStoppingCallback, LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
+from transformers.trainer_callback import PrinterCallback
 
 from hf_compress.demo.settings import DemoSettings
 from hf_compress.demo.tokenizer import train_word_tokenizer
@@ -157,8 +158,8 @@ def train_teacher_to_plateau(data: DemoData, settings: DemoSettings, seed: int, 
         greater_is_better=False,
     )
     plateau = EarlyStoppingCallback(settings.plateau_patience, settings.plateau_min_delta)
-    trainer = Trainer(
-        model=teacher, args=args, train_dataset=data.train, eval_dataset=data.eval_sets, callbacks=[plateau]
+    trainer = quiet(
+        Trainer(model=teacher, args=args, train_dataset=data.train, eval_dataset=data.eval_sets, callbacks=[plateau])
     )
     trainer.train()
     steps = trainer.state.global_step
@@ -169,6 +170,12 @@ def train_teacher_to_plateau(data: DemoData, settings: DemoSettings, seed: int, 
         curve=eval_curve(trainer.state.log_history),
         log_history=trainer.state.log_history,
     )
+
+
+def quiet(trainer: Trainer) -> Trainer:
+    """Drop the callback that prints every log line: the demo shows its own progress bar and then the report."""
+    trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def recovery_arguments(output_dir: str, settings: DemoSettings, seed: int, **extra) -> TrainingArguments:
@@ -188,11 +195,13 @@ def recovery_arguments(output_dir: str, settings: DemoSettings, seed: int, **ext
 
 def continue_dense(teacher, data: DemoData, settings: DemoSettings, seed: int, output_dir: str) -> Trainer:
     """The dense reference: a copy of the teacher trained on for the students' steps, batches and learning rate."""
-    trainer = Trainer(
-        model=copy.deepcopy(teacher),
-        args=recovery_arguments(os.path.join(output_dir, "runs", "dense_reference"), settings, seed),
-        train_dataset=data.train,
-        eval_dataset=data.train,
+    trainer = quiet(
+        Trainer(
+            model=copy.deepcopy(teacher),
+            args=recovery_arguments(os.path.join(output_dir, "runs", "dense_reference"), settings, seed),
+            train_dataset=data.train,
+            eval_dataset=data.train,
+        )
     )
     trainer.train()
     return trainer

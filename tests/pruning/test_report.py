@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import json
 
 import pytest
@@ -10,7 +9,7 @@ import torch
 
 from conftest import tiny_bert, tiny_gpt2, tiny_llama
 from hf_compress import sparsity_report
-from hf_compress.pruning.report import plot_sparsity, report_main, saved_model_report
+from hf_compress.pruning.report import report_main, saved_model_report
 
 torch.set_num_threads(1)
 
@@ -81,20 +80,6 @@ def test_plot_writes_png(tmp_path):
     path = sparsity_report(model).plot(tmp_path / "charts" / "sparsity.png")
     with open(path, "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
-
-
-def test_plot_without_matplotlib_says_how_to_install(tmp_path, monkeypatch):
-    real_import = builtins.__import__
-
-    def no_matplotlib(name, *args, **kwargs):
-        if name == "matplotlib" or name.startswith("matplotlib."):
-            raise ImportError("No module named 'matplotlib'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
-    with pytest.raises(ImportError, match=r"pip install 'hf-compress\[plots\]'"):
-        plot_sparsity(sparsity_report(tiny_gpt2()), tmp_path / "x.png")
-    assert not (tmp_path / "x.png").exists()
 
 
 @pytest.mark.parametrize("factory", [tiny_gpt2, tiny_llama, tiny_bert])
