@@ -72,7 +72,12 @@ def _check_inputs(
 ) -> str:
     check_number("sparsity", sparsity, low=0.0, high=1.0, high_inclusive=False)
     if not isinstance(method, str) or method.lower() not in ONE_SHOT_METHODS:
-        criterion = get_registry().get("pruning_criterion", validate_name("pruning_criterion", method, "method"))
+        try:
+            name = validate_name("pruning_criterion", method, "method")
+        except ValueError as error:
+            allowed = ", ".join(repr(m) for m in ONE_SHOT_METHODS)
+            raise ValueError(f"method must be {allowed} or a registered pruning_criterion; {error}") from None
+        criterion = get_registry().get("pruning_criterion", name)
         if criterion.uses_gradients:
             raise ValueError(
                 f"method={method!r} scores from gradients, which one-shot pruning does not compute; allowed: "
