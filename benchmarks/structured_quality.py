@@ -126,6 +126,7 @@ def run_quality(argv: list[str]):
         )
         began = time.perf_counter()
         small, details = shrink_to(teacher, config, calibration, return_details=True)
+        small.requires_grad_(True)  # the teacher is frozen by the KD callbacks of earlier runs; the copy is not
         one_shot_ppl = perplexity(small, held_out)
         seconds = train(small, train_set, options, options.recovery_steps, [kd(teacher, options)], output=key)
         results[key] = {
