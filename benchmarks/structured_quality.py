@@ -126,6 +126,7 @@ def run_quality(argv: list[str]):
         )
         began = time.perf_counter()
         small, details = shrink_to(teacher, config, calibration, return_details=True)
+        small.requires_grad_(True)  # the teacher is frozen by the KD callbacks of earlier runs; the copy is not
         one_shot_ppl = perplexity(small, held_out)
         seconds = train(small, train_set, options, options.recovery_steps, [kd(teacher, options)], output=key)
         results[key] = {
@@ -254,6 +255,17 @@ def table(results, options, teacher_ppl, teacher_params) -> str:
             f"| {level} | {LABELS[key]} | {row['params']:,} ({row['fraction']:.3f}) | {shape or '-'} | "
             f"{'-' if one_shot is None else f'{one_shot:.3f}'} | {row['ppl']:.4f} | {ratio:.4f} |"
         )
+    lines += [
+        "",
+        "What was run, and how it differs from the issue's protocol: the 2-core CPU was shared with other jobs (load "
+        "average 8-14), so this is a smaller honest version: a teacher of width "
+        f"{options.width} trained for {options.teacher_steps} steps (the issue's Torch-Pruning figure used width 256 "
+        f"and 2,000 steps) and R = {options.recovery_steps} recovery steps instead of 300. One seed. Every student "
+        "uses the same batches, learning rate and logit KD; hf-compress students are made by `shrink_to` (the "
+        "Trainer-free path of the one-shot callback) and recovered with `DistillationCallback`; Torch-Pruning's "
+        "student gets the identical recovery. From-scratch runs train the Torch-Pruning shape (identical to "
+        "hf-compress's width-only shape at level b) from random init at the teacher's learning rate.",
+    ]
     searches = [(k, r["search"]) for k, r in results.items() if isinstance(r, dict) and r.get("search")]
     for key, search in searches:
         lines += [

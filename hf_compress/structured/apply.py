@@ -166,7 +166,7 @@ def search_shape(
     result = SearchResult(target_params=target)
     best = None
     for shape in budget_candidates(family, target, config.search_candidates, config.round_to):
-        candidate = copy.deepcopy(unwrap_model(model))
+        candidate = copy.deepcopy(unwrap_model(model)).requires_grad_(True)  # our own copy: a frozen teacher too
         candidate_family = family_of(candidate)
         zero_structures_or_skip_(candidate_family, select_structures(candidate_family, scores, shape))
         drop = select_structures(candidate_family, scores, shape).layers if not candidate_family.pre_norm else None

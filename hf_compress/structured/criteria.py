@@ -153,13 +153,13 @@ class TaylorStructureCriterion:
         model.zero_grad(set_to_none=True)
 
     def accumulate(self, family: Family) -> None:
-        modules = [m for m in _weighted_modules(family) if m.weight.grad is not None]
-        if not modules:
+        modules = _weighted_modules(family)
+        if all(m.weight.grad is None for m in modules):
             return
-        values = {m: (m.weight.detach() * m.weight.grad.detach()) for m in _weighted_modules(family)}
-        for m in _weighted_modules(family):
-            if m.weight.grad is None:
-                values[m] = torch.zeros_like(m.weight)
+        values = {
+            m: m.weight.detach() * m.weight.grad.detach() if m.weight.grad is not None else torch.zeros_like(m.weight)
+            for m in modules
+        }
         step = _abs(structure_sums(family, values))
         self.total = step if self.total is None else _add(self.total, step)
         self.steps += 1

@@ -85,6 +85,14 @@ def resolve_shape(family: Family, target: dict, *, round_to: int = 1) -> tuple[S
             )
         heads = per_group * kv
         hidden = snap("hidden_size", hidden, before.hidden)
+        if hidden % heads:  # stock configs check hidden_size % num_attention_heads == 0 when saving
+            up = int(math.ceil(hidden / heads) * heads)
+            snapped = up if up <= before.hidden else max(heads, hidden // heads * heads)
+            messages.append(
+                f"hidden_size: {hidden} snapped to {snapped}, a multiple of num_attention_heads={heads} (stock "
+                "configs require it)"
+            )
+            hidden = snapped
     else:
         hd = before.head_dim
         if heads is not None or kv is not None:

@@ -115,6 +115,13 @@ def plan_shrink(
         hidden_keep, kv_keep, heads_keep = joint, joint // before.head_dim, joint // before.head_dim
         q_keep = 1
 
+    if family.explicit_head_dim and hidden_keep % heads_keep:  # stock configs check hidden % heads == 0
+        padded = min(before.hidden, int(math.ceil(hidden_keep / heads_keep) * heads_keep))
+        messages.append(
+            f"hidden size: {hidden_keep} channels alive, kept {padded} (a multiple of {heads_keep} attention heads)"
+        )
+        hidden_keep = padded
+
     neuron_keep = max(1, max(before.intermediate - len(dead.neurons.get(i, [])) for i in kept_layers))
     rounded = _round_up(neuron_keep, round_to, before.intermediate)
     if rounded != neuron_keep:
