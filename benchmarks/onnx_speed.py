@@ -370,26 +370,31 @@ def main() -> None:
     options = parser.parse_args()
     torch.set_num_threads(1)
     start = time.time()
+    import onnxruntime
+
+    def write(sections: list[str]) -> None:  # after each model, so a cut run keeps what it measured
+        header = [
+            "# ONNX Runtime on CPU: PyTorch fp32 vs ORT fp32 vs ORT int8 (PTQ and QAT)",
+            "",
+            f"Measured {datetime.date.today().isoformat()} with "
+            f"`{shlex.join(['python', 'benchmarks/onnx_speed.py', *sys.argv[1:]])}` on {platform.machine()} "
+            f"({os.cpu_count()} CPUs, shared; load average when written {load_average()}), torch {torch.__version__}, "
+            f"onnxruntime {onnxruntime.__version__}; {time.time() - start:.0f} s so far.",
+            "Exports by `hf_compress.export(format='onnx' | 'onnx-int8')` (torch's TorchScript exporter, opset 17). "
+            "Latency ratios come from interleaved rounds in one process, so load hits every model alike.",
+            "",
+        ]
+        os.makedirs(os.path.dirname(options.output), exist_ok=True)
+        with open(options.output, "w") as handle:
+            handle.write("\n".join(header + sections) + "\n")
+
     sections = []
     if options.only in (None, "minilm"):
         sections += run_minilm(options)
+        write(sections)
     if options.only in (None, "teacher"):
         sections += run_teacher(options)
-    import onnxruntime
-
-    header = [
-        "# ONNX Runtime on CPU: PyTorch fp32 vs ORT fp32 vs ORT int8 (PTQ and QAT)",
-        "",
-        f"Measured {datetime.date.today().isoformat()} with `{shlex.join(['python', 'benchmarks/onnx_speed.py', *sys.argv[1:]])}` "
-        f"on {platform.machine()} ({os.cpu_count()} CPUs, shared; load average at the end {load_average()}), "
-        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; {time.time() - start:.0f} s in all.",
-        "Exports by `hf_compress.export(format='onnx' | 'onnx-int8')` (torch's TorchScript exporter, opset 17). "
-        "Latency ratios come from interleaved rounds in one process, so load hits every model alike.",
-        "",
-    ]
-    os.makedirs(os.path.dirname(options.output), exist_ok=True)
-    with open(options.output, "w") as handle:
-        handle.write("\n".join(header + sections) + "\n")
+        write(sections)
     print(f"wrote {options.output}")
 
 

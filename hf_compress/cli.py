@@ -4,7 +4,7 @@
 hf-compress demo [--quick] [--output-dir DIR]      # the main job: teacher -> pruned+distilled+QAT student, report
 hf-compress plugins list [--json]                  # every registered component, and broken plugins
 hf-compress report MODEL_DIR [--plot FILE.png]     # per-layer sparsity of a saved model
-hf-compress export MODEL_DIR OUT_DIR --format F    # dequantized | quanto | compressed-tensors
+hf-compress export MODEL_DIR OUT_DIR --format F    # dequantized | quanto | compressed-tensors | onnx | onnx-int8
 hf-compress recipe check FILE                      # validate a compression recipe
 ```
 """
