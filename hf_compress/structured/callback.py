@@ -29,7 +29,6 @@ import os
 import torch
 from transformers import TrainerCallback
 
-from hf_compress.checkpoint_state import checkpoint_dir, load_state, resume_folder, save_state
 from hf_compress.config_base import resolve_step
 from hf_compress.distributed import is_main_process, unwrap_model
 from hf_compress.structured.apply import needs_depth, score_structures, target_shape
@@ -39,7 +38,7 @@ from hf_compress.structured.families import Shape, family_of
 from hf_compress.structured.selection import interpolate_shape, select_structures
 from hf_compress.structured.shrink import shrink
 from hf_compress.structured.structures import StructureSelection, zero_structures_
-from hf_compress.trainer_logs import add_to_logs
+from hf_compress.trainer import add_to_logs, checkpoint_dir, load_state, resume_folder, save_state
 
 logger = logging.getLogger(__name__)
 STATE_NAME = "hf_compress_structured"
@@ -273,7 +272,7 @@ class StructuredPruningCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if getattr(self, "_pending", None):
-            add_to_logs(state, logs, self._pending)
+            add_to_logs(self, args, state, logs, self._pending)
             self._pending = {}
 
 
