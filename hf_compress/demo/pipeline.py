@@ -29,7 +29,7 @@ from hf_compress.demo.measure import (
     one_shot_magnitude,
     perplexity,
 )
-from hf_compress.demo.settings import FULL, QUICK, DemoSettings, demo_recipe
+from hf_compress.demo.settings import FULL, QUICK, DemoSettings, demo_recipe, shrunk_recipe
 from hf_compress.demo.training import (
     DemoData,
     build_data,
@@ -69,6 +69,13 @@ STUDENTS: tuple[StudentSpec, ...] = (
         export_format="compressed-tensors",
         format_label="compressed-tensors int8 (pack-quantized)",
     ),
+    StudentSpec(
+        key="shrunk",
+        name="shrunk student (structured: half KV groups + half MLP, distilled)",
+        recipe=shrunk_recipe,
+        export_format="dequantized",
+        format_label="safetensors (smaller dense model, int8 weight grid)",
+    ),
 )
 
 
@@ -94,7 +101,7 @@ def train_student(spec: StudentSpec, teacher, data: DemoData, settings: DemoSett
     )
     trainer = quiet(
         Trainer(
-            model=copy.deepcopy(teacher),
+            model=copy.deepcopy(teacher).requires_grad_(True),  # an earlier student's distillation froze the teacher
             args=recovery_arguments(os.path.join(output_dir, "runs", spec.key), settings, seed),
             train_dataset=data.train,
             eval_dataset=data.train,

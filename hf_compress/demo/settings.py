@@ -60,3 +60,15 @@ def demo_recipe(settings: DemoSettings) -> dict:
         "distillation": {"loss": "kl", "temperature": 2.0, "alpha": 0.7},
         "quantization": {"weight_bits": 8, "granularity": "per_channel", "start": 0.6},
     }
+
+
+def shrunk_recipe(settings: DemoSettings) -> dict:
+    """The physically smaller student: half the KV groups (with their query heads) and half the MLP neurons, chosen
+    by activation importance on calibration batches, then recovered by distillation from the full teacher."""
+    return {
+        "structured_pruning": {
+            "shape": {"num_key_value_heads": 2, "intermediate_size": settings.hidden_size},
+            "criterion": "activation",
+        },
+        "distillation": {"loss": "kl", "temperature": 2.0, "alpha": 0.7},
+    }
