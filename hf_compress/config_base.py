@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -72,6 +73,11 @@ def check_number(
     if isinstance(value, bool) or not ok_type:
         raise ValueError(
             f"{field} must be {kind}{_range_text(low, high, low_inclusive, high_inclusive)}; got {value!r}"
+        )
+    if not math.isfinite(value):
+        raise ValueError(
+            f"{field} must be a finite {'integer' if integer else 'number'}"
+            f"{_range_text(low, high, low_inclusive, high_inclusive)}; got {value!r}"
         )
     too_low = low is not None and (value < low if low_inclusive else value <= low)
     too_high = high is not None and (value > high if high_inclusive else value >= high)

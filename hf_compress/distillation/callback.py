@@ -40,12 +40,13 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from hf_compress.checkpoint_state import checkpoint_dir, load_state, resume_folder, save_state
+from hf_compress.checkpoint_state import resume_folder
 from hf_compress.distillation.config import DistillationConfig
 from hf_compress.distillation.positions import counted_positions, select
 from hf_compress.distillation.projections import LayerProjections, OptimizerSeat, inner_optimizer
 from hf_compress.distributed import all_reduce_mean_, unwrap_model, world_size
 from hf_compress.registry import get_registry
+from hf_compress.resume_checks import check_resumed_config, commit_state, discard_staging, load_resume_state, stage_state
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,16 @@ STUDENT_ONLY_INPUTS = frozenset(
         "logits_to_keep",
     }
 )
+
+
+def check_not_own_teacher(student: nn.Module, teacher: nn.Module) -> None:
+    """Refuse a teacher that is the student (or shares its parameters), before anything is frozen."""
+    student_params = {id(param) for param in student.parameters()}
+    if teacher is student or any(id(param) in student_params for param in teacher.parameters()):
+        raise ValueError(
+            "teacher: the teacher is the student itself (or shares its parameters); distillation would freeze the "
+            "model being trained. Pass a separate teacher model (e.g. a copy loaded with from_pretrained)"
+        )
 
 
 def load_teacher(teacher: nn.Module | str | os.PathLike, dtype: torch.dtype | None = None) -> nn.Module:
@@ -191,6 +202,8 @@ class DistillationCallback(TrainerCallback):
         self._log_totals: torch.Tensor | None = None
         self._log_steps = 0
         self._saw_task_loss = False
+        self._resumed_state: tuple[dict[str, torch.Tensor], dict] | None = None
+        self._staged_step: int | None = None
 
     # ------------------------------------------------------------------ Trainer events
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
@@ -203,6 +216,11 @@ class DistillationCallback(TrainerCallback):
         if model is None:
             raise ValueError("DistillationCallback needs the Trainer's model at train start")
         student = unwrap_model(model)
+        check_not_own_teacher(student, self.teacher)
+        folder = resume_folder(args, state)
+        self._resumed_state = load_resume_state(folder, STATE_NAME, "distillation")
+        if self._resumed_state is not None:
+            check_resumed_config(folder, "distillation", self._resumed_state[1].get("config"), self.config.to_dict())
         self._trainer_loss_type = getattr(args, "loss_type", None)  # TRL's SFTConfig: "nll" or "dft"
         device = _device_of(student)
         self._prepare_teacher(device)
@@ -241,6 +259,7 @@ class DistillationCallback(TrainerCallback):
                 param.grad = None  # the Trainer only zeroes the model's gradients
 
     def on_step_end(self, args, state, control, **kwargs):
+        self._stage_for_save(args, state, control)
         if self._micro_totals is None or self._micro_batches == 0:
             return
         if self._micro_global:
@@ -272,20 +291,37 @@ class DistillationCallback(TrainerCallback):
                 state.log_history[-1].update(values)
         self._log_totals, self._log_steps, self._saw_task_loss = None, 0, False
 
+    def _stage_for_save(self, args, state, control) -> None:
+        if self._hooks and stage_state(args, state, control, STATE_NAME, *self._state_to_save()):
+            self._staged_step = state.global_step
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self._stage_for_save(args, state, control)  # an epoch-end save is decided (should_save) before this event
+
     def on_save(self, args, state, control, **kwargs):
-        if self._seat is None:
+        if not self._hooks:
             return
-        state_tensors, state_values = self._seat.state_tensors()
-        tensors = {f"param::{name}": param for name, param in self._seat.named_params.items()}
-        tensors.update({f"optimizer::{key}": value for key, value in state_tensors.items()})
+        commit_state(args, state, STATE_NAME, self._staged_step == state.global_step, self._state_to_save)
+        self._staged_step = None
+
+    def _state_to_save(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """The config (checked on resume) and, with learned projections, their weights and optimizer state."""
+        tensors: dict[str, torch.Tensor] = {}
+        state_values: dict = {}
+        if self._seat is not None:
+            state_tensors, state_values = self._seat.state_tensors()
+            tensors = {f"param::{name}": param for name, param in self._seat.named_params.items()}
+            tensors.update({f"optimizer::{key}": value for key, value in state_tensors.items()})
         meta = {
+            "config": self.config.to_dict(),
             "layer_map": {str(k): v for k, v in (self.config.layer_map or {}).items()},
             "optimizer_values": state_values,
         }
-        save_state(checkpoint_dir(args, state), STATE_NAME, tensors, meta)
+        return tensors, meta
 
     def on_train_end(self, args, state, control, **kwargs):
         self._remove_hooks()
+        discard_staging(args)
 
     # ------------------------------------------------------------------ setup
     def _prepare_teacher(self, device: torch.device) -> None:
@@ -354,11 +390,8 @@ class DistillationCallback(TrainerCallback):
         self._optimizer = inner_optimizer(optimizer)
         if self._seat is None:
             self._seat = OptimizerSeat(named)
-        folder = resume_folder(args, state)
-        saved = load_state(folder, STATE_NAME) if folder else None
+        saved = self._resumed_state
         if saved is None:
-            if folder is not None:
-                logger.warning("DistillationCallback: %s holds no projection state; projections start fresh", folder)
             return
         tensors, meta = saved
         with torch.no_grad():

@@ -41,7 +41,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from hf_compress import distributed
-from hf_compress.checkpoint_state import checkpoint_dir, load_state, resume_folder, save_state
+from hf_compress.checkpoint_state import resume_folder
 from hf_compress.peft_support import lora_hooks as peft_lora_hooks
 from hf_compress.pruning.config import PruningConfig
 from hf_compress.pruning.criteria import PruningCriterion
@@ -58,6 +58,7 @@ from hf_compress.pruning.patterns import (
 from hf_compress.pruning.schedules import is_mask_update_step, resolve_start_end, scheduled_sparsity
 from hf_compress.pruning.scope import select_global
 from hf_compress.registry import get_registry
+from hf_compress.resume_checks import check_resumed_config, commit_state, discard_staging, load_resume_state, stage_state
 from hf_compress.targets import find_target_modules, in_out_features
 from hf_compress.trainer_logs import add_to_logs, run_before_reporters
 
@@ -117,6 +118,7 @@ class PruningCallback(TrainerCallback):
         self._active = False
         self._pruned_any: dict[str, bool] = {}
         self._layer_sparsity: dict[str, float] = {}
+        self._staged_step: int | None = None
 
     # ---------------------------------------------------------------- set-up
     def _resolve(self, model: nn.Module) -> tuple[dict[str, nn.Module], list[_Group]]:
@@ -180,14 +182,11 @@ class PruningCallback(TrainerCallback):
         self._active = True
 
         folder = resume_folder(args, state)
-        saved = load_state(folder, STATE_NAME) if folder else None
+        saved = load_resume_state(folder, STATE_NAME, "pruning")
         if saved is not None:
+            check_resumed_config(folder, "pruning", saved[1].get("config"), self.config.to_dict())
             self._restore(*saved)
         else:
-            if state.global_step > 0:
-                logger.warning(
-                    "hf_compress: resuming without saved pruning state; masks restart from the weights' zeros"
-                )
             self.masks = {name: mask_from_weight(module) for name, module in self.modules.items()}
             self._measure_initial_sparsity()
             if state.global_step == 0 and is_mask_update_step(
@@ -347,9 +346,22 @@ class PruningCallback(TrainerCallback):
             "sparsity_layer_max": round(max(self._layer_sparsity.values()), 6),
         }
 
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._active and stage_state(args, state, control, STATE_NAME, *self._state_to_save()):
+            self._staged_step = state.global_step
+        return control
+
+    on_epoch_end = on_step_end  # an epoch-end save is decided (should_save) before this event too
+
     def on_save(self, args, state, control, **kwargs):
         if not self._active:
             return control
+        staged = self._staged_step == state.global_step
+        commit_state(args, state, STATE_NAME, staged, self._state_to_save)
+        self._staged_step = None
+        return control
+
+    def _state_to_save(self) -> tuple[dict[str, torch.Tensor], dict]:
         tensors = {f"mask.{name}": mask for name, mask in self.masks.items()}
         tensors.update({f"criterion.{key}": value for key, value in self.criterion.state_dict().items()})
         meta = {
@@ -361,8 +373,7 @@ class PruningCallback(TrainerCallback):
             "group_initial_sparsity": {group.name: group.initial_sparsity for group in self.groups},
             "mask_divergences": self.mask_divergences,
         }
-        save_state(checkpoint_dir(args, state), STATE_NAME, tensors, meta)
-        return control
+        return tensors, meta
 
     def _restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         missing = [name for name in self.modules if f"mask.{name}" not in tensors]
@@ -390,6 +401,7 @@ class PruningCallback(TrainerCallback):
         apply_masks_(self.modules, self.masks)  # bake: the weights themselves hold the zeros
         self.criterion.detach()
         self._active = False
+        discard_staging(args)
         return control
 
 

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from hf_compress.checkpoint_state import checkpoint_dir, load_state, resume_folder, save_state
+from hf_compress.checkpoint_state import resume_folder
 from hf_compress.config_base import resolve_step
 from hf_compress.distributed import all_reduce_mean_, is_sharded, unwrap_model
 from hf_compress.peft_support import lora_hooks as peft_lora_hooks
@@ -50,6 +50,7 @@ from hf_compress.quantization.grid import (
 )
 from hf_compress.quantization.observers import EMAMinMaxObserver
 from hf_compress.registry import get_registry
+from hf_compress.resume_checks import check_resumed_config, commit_state, discard_staging, load_resume_state, stage_state
 from hf_compress.targets import Conv1D, find_target_modules, in_out_features, is_conv1d, weight_out_in
 
 logger = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class QATCallback(TrainerCallback):
         self._param_group: dict | None = None
         self._state_dict_hook = None
         self._scheduler = None
+        self._staged_step: int | None = None
 
     # ------------------------------------------------------------------ Trainer events
     def on_train_begin(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
@@ -185,9 +187,19 @@ class QATCallback(TrainerCallback):
         for param in self._learnable_parameters():
             param.grad = None
 
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.modules and stage_state(args, state, control, STATE_NAME, *self._state_to_save()):
+            self._staged_step = state.global_step
+
+    on_epoch_end = on_step_end  # an epoch-end save is decided (should_save) before this event too
+
     def on_save(self, args, state, control, **kwargs):
         if not self.modules:
             return
+        commit_state(args, state, STATE_NAME, self._staged_step == state.global_step, self._state_to_save)
+        self._staged_step = None
+
+    def _state_to_save(self) -> tuple[dict[str, torch.Tensor], dict]:
         if self.freeze_step is not None and not self.observers_frozen:
             self._synchronize_observers()
         tensors: dict[str, torch.Tensor] = {}
@@ -212,7 +224,7 @@ class QATCallback(TrainerCallback):
             "modules": list(self.modules),
             "optimizer_scalars": optimizer_scalars,
         }
-        save_state(checkpoint_dir(args, state), STATE_NAME, tensors, meta)
+        return tensors, meta
 
     def on_train_end(self, args, state, control, **kwargs):
         if not self.modules:
@@ -228,24 +240,23 @@ class QATCallback(TrainerCallback):
             self._freeze_observers()
         self._bake()
         self._teardown()
+        discard_staging(args)
 
     # ------------------------------------------------------------------ set-up
     def _restore(self, folder: str | None) -> dict | None:
         """Load quantizer and observer state from a resumed checkpoint; returns the stored optimizer state."""
         if folder is None:
             return None
-        stored = load_state(folder, STATE_NAME)
+        stored = load_resume_state(folder, STATE_NAME, "QAT")
         if stored is None:
-            logger.info("hf_compress QAT: %s holds no QAT state; QAT starts fresh", folder)
             return None
         tensors, meta = stored
+        check_resumed_config(folder, "QAT", meta.get("config"), self.config.to_dict())
         if meta["modules"] != list(self.modules):
             raise ValueError(
                 f"the checkpoint {folder} was trained with QAT on modules {meta['modules'][:4]}..., but targets/exclude "
                 f"now select {list(self.modules)[:4]}...; use the same targets to resume"
             )
-        if meta["config"] != self.config.to_dict():
-            logger.warning("hf_compress QAT: the resumed checkpoint used a different QATConfig: %s", meta["config"])
         for name, record in self.modules.items():
             device = record.module.weight.device
             quantizer_state = _with_prefix(tensors, f"{name}.quantizer.")
