@@ -46,7 +46,13 @@ from hf_compress.distillation.positions import counted_positions, select
 from hf_compress.distillation.projections import LayerProjections, OptimizerSeat, inner_optimizer
 from hf_compress.distributed import all_reduce_mean_, unwrap_model, world_size
 from hf_compress.registry import get_registry
-from hf_compress.resume_checks import check_resumed_config, commit_state, discard_staging, load_resume_state, stage_state
+from hf_compress.resume_checks import (
+    check_resumed_config,
+    commit_state,
+    discard_staging,
+    load_resume_state,
+    stage_state,
+)
 
 logger = logging.getLogger(__name__)
 

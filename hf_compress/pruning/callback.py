@@ -58,7 +58,13 @@ from hf_compress.pruning.patterns import (
 from hf_compress.pruning.schedules import is_mask_update_step, resolve_start_end, scheduled_sparsity
 from hf_compress.pruning.scope import select_global
 from hf_compress.registry import get_registry
-from hf_compress.resume_checks import check_resumed_config, commit_state, discard_staging, load_resume_state, stage_state
+from hf_compress.resume_checks import (
+    check_resumed_config,
+    commit_state,
+    discard_staging,
+    load_resume_state,
+    stage_state,
+)
 from hf_compress.targets import find_target_modules, in_out_features
 from hf_compress.trainer_logs import add_to_logs, run_before_reporters
 

@@ -50,7 +50,13 @@ from hf_compress.quantization.grid import (
 )
 from hf_compress.quantization.observers import EMAMinMaxObserver
 from hf_compress.registry import get_registry
-from hf_compress.resume_checks import check_resumed_config, commit_state, discard_staging, load_resume_state, stage_state
+from hf_compress.resume_checks import (
+    check_resumed_config,
+    commit_state,
+    discard_staging,
+    load_resume_state,
+    stage_state,
+)
 from hf_compress.targets import Conv1D, find_target_modules, in_out_features, is_conv1d, weight_out_in
 
 logger = logging.getLogger(__name__)
