@@ -44,7 +44,7 @@ from hf_compress import distributed
 from hf_compress.checkpoint_state import resume_folder
 from hf_compress.peft_support import lora_hooks as peft_lora_hooks
 from hf_compress.pruning.config import PruningConfig
-from hf_compress.pruning.criteria import PruningCriterion
+from hf_compress.pruning.criteria import PruningCriterion, check_criterion_scores
 from hf_compress.pruning.heads import AttentionHeads, find_attention_heads
 from hf_compress.pruning.masks import apply_masks_, mask_from_weight, mask_gradients_, mask_sparsity
 from hf_compress.pruning.patterns import (
@@ -125,6 +125,7 @@ class PruningCallback(TrainerCallback):
         self._pruned_any: dict[str, bool] = {}
         self._layer_sparsity: dict[str, float] = {}
         self._staged_step: int | None = None
+        self._scores_checked: set[str] = set()
 
     # ---------------------------------------------------------------- set-up
     def _resolve(self, model: nn.Module) -> tuple[dict[str, nn.Module], list[_Group]]:
@@ -222,7 +223,11 @@ class PruningCallback(TrainerCallback):
 
     # ---------------------------------------------------------------- mask updates
     def _module_scores(self, group: _Group) -> dict[str, torch.Tensor]:
-        return {name: self.criterion.scores(name, self.modules[name]) for name in group.modules}
+        scores = {name: self.criterion.scores(name, self.modules[name]) for name in group.modules}
+        for name in set(scores) - self._scores_checked:  # plugin output is checked once, at its first use
+            check_criterion_scores(self.config.criterion, name, self.modules[name], scores[name])
+            self._scores_checked.add(name)
+        return scores
 
     def _unit_scores(self, group: _Group, scores: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, int]:
         """Unit scores of a group (``-inf`` = already pruned); ``scores=None`` gives zeros (for counting only)."""
