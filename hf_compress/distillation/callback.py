@@ -99,13 +99,16 @@ def load_teacher(teacher: nn.Module | str | os.PathLike, dtype: torch.dtype | No
         raise ValueError(f"teacher must be a PreTrainedModel or a path to one; got {type(teacher).__name__}")
     import transformers
 
-    config = transformers.AutoConfig.from_pretrained(teacher)
+    from hf_compress.local_models import check_local_model
+
+    teacher = check_local_model(teacher, "teacher")
+    config = transformers.AutoConfig.from_pretrained(teacher, local_files_only=True)
     architectures = getattr(config, "architectures", None) or []
     model_class = getattr(transformers, architectures[0], None) if architectures else None
     if model_class is None:
         model_class = transformers.AutoModelForCausalLM
     kwargs = {"dtype": dtype} if dtype is not None else {}
-    return model_class.from_pretrained(teacher, **kwargs)
+    return model_class.from_pretrained(teacher, local_files_only=True, **kwargs)
 
 
 @dataclass

@@ -209,7 +209,9 @@ def test_save_and_resume_restore_scales_observers_and_optimizer(tmp_path, monkey
     # without the QAT state the resume is refused, naming the folder and the file; started fresh on purpose, it differs
     os.remove(checkpoint / "hf_compress_qat.json")
     with pytest.raises(ValueError, match=r"checkpoint-\d+.*hf_compress_qat\.json"):
-        train(tiny_llama(), QATConfig(**config, freeze_observers=0.8), **common, resume_from_checkpoint=str(checkpoint))
+        train(
+            tiny_llama(), QATConfig(**config, freeze_observers=0.8), **common, resume_from_checkpoint=str(checkpoint)
+        )
     monkeypatch.setenv("HF_COMPRESS_ALLOW_RESUME_CONFIG_CHANGE", "1")
     fresh = tiny_llama()
     train(fresh, QATConfig(**config, freeze_observers=0.8), **common, resume_from_checkpoint=str(checkpoint))
