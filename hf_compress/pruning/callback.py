@@ -55,7 +55,7 @@ from hf_compress.pruning.patterns import (
     unit_scores,
     units_for_sparsity,
 )
-from hf_compress.pruning.schedules import is_mask_update_step, resolve_start_end, scheduled_sparsity
+from hf_compress.pruning.schedules import is_mask_update_step, resolve_start_end, scheduled_sparsity, sparsity_at
 from hf_compress.pruning.scope import select_global
 from hf_compress.registry import get_registry
 from hf_compress.resume_checks import (
@@ -176,6 +176,7 @@ class PruningCallback(TrainerCallback):
         run_before_reporters(self)
         model = distributed.unwrap_model(model)
         self.start_step, self.end_step = resolve_start_end(self.config.start, self.config.end, state.max_steps)
+        warn_if_schedule_outruns(self.config, self.start_step, self.end_step, state.max_steps)
         self.modules, self.groups = self._resolve(model)
         criterion_cls = get_registry().get("pruning_criterion", self.config.criterion)
         # PEFT: LoRA updates over pruned base layers are masked too (no-op for other models)
@@ -414,6 +415,23 @@ class PruningCallback(TrainerCallback):
         self._active = False
         discard_staging(args)
         return control
+
+
+def warn_if_schedule_outruns(config: PruningConfig, start_step: int, end_step: int, max_steps: int) -> None:
+    """Warn when the run ends before the schedule reaches its target (``end`` or ``start`` past ``max_steps``)."""
+    if end_step <= max_steps:
+        return
+    reached = sparsity_at(config, max_steps, max_steps)
+    logger.warning(
+        "hf_compress: pruning end=%r resolves to step %d, past the run's max_steps=%d%s; the run ends at sparsity "
+        "%.4f instead of the target %.4f (set end <= max_steps or a fraction <= 1.0)",
+        config.end,
+        end_step,
+        max_steps,
+        f" (start={config.start!r} is past it too)" if start_step > max_steps else "",
+        reached,
+        config.final_sparsity,
+    )
 
 
 @torch.no_grad()
