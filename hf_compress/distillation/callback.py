@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
+from hf_compress import cleanup
 from hf_compress.checkpoint_state import resume_folder
 from hf_compress.distillation.config import DistillationConfig
 from hf_compress.distillation.positions import counted_positions, select
@@ -213,6 +214,7 @@ class DistillationCallback(TrainerCallback):
         self._saw_task_loss = False
         self._resumed_state: tuple[dict[str, torch.Tensor], dict] | None = None
         self._staged_step: int | None = None
+        self._student: nn.Module | None = None
 
     # ------------------------------------------------------------------ Trainer events
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
@@ -225,6 +227,8 @@ class DistillationCallback(TrainerCallback):
         if model is None:
             raise ValueError("DistillationCallback needs the Trainer's model at train start")
         student = unwrap_model(model)
+        self._student = student
+        cleanup.track(student, self, state)  # first: it releases what a failed earlier run left on this model
         check_not_own_teacher(student, self.teacher)
         folder = resume_folder(args, state)
         self._resumed_state = load_resume_state(folder, STATE_NAME, "distillation")
@@ -331,6 +335,15 @@ class DistillationCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         self._remove_hooks()
         discard_staging(args)
+        cleanup.untrack(self._student, self)
+
+    def release_after_failure(self) -> None:
+        """After a failed run (:func:`hf_compress.release`): the student's hooks removed, projections out of the
+        optimizer; a forward with labels returns the model's own loss again."""
+        self._remove_hooks()
+        if self._seat is not None and self._optimizer is not None:
+            self._seat.leave(self._optimizer)
+        self._losses_awaiting_backward = 0
 
     # ------------------------------------------------------------------ setup
     def _prepare_teacher(self, device: torch.device) -> None:

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from hf_compress import distributed
+from hf_compress import cleanup, distributed
 from hf_compress.checkpoint_state import resume_folder
 from hf_compress.peft_support import lora_hooks as peft_lora_hooks
 from hf_compress.pruning.config import PruningConfig
@@ -126,6 +126,7 @@ class PruningCallback(TrainerCallback):
         self._layer_sparsity: dict[str, float] = {}
         self._staged_step: int | None = None
         self._scores_checked: set[str] = set()
+        self._model: nn.Module | None = None
 
     # ---------------------------------------------------------------- set-up
     def _resolve(self, model: nn.Module) -> tuple[dict[str, nn.Module], list[_Group]]:
@@ -175,6 +176,8 @@ class PruningCallback(TrainerCallback):
             raise ValueError("PruningCallback needs the model in on_train_begin (add it to a transformers.Trainer)")
         run_before_reporters(self)
         model = distributed.unwrap_model(model)
+        self._model = model
+        cleanup.track(model, self, state)  # first: it releases what a failed earlier run left on this model
         self.start_step, self.end_step = resolve_start_end(self.config.start, self.config.end, state.max_steps)
         warn_if_schedule_outruns(self.config, self.start_step, self.end_step, state.max_steps)
         self.modules, self.groups = self._resolve(model)
@@ -414,7 +417,16 @@ class PruningCallback(TrainerCallback):
         self.criterion.detach()
         self._active = False
         discard_staging(args)
+        cleanup.untrack(self._model, self)
         return control
+
+    def release_after_failure(self) -> None:
+        """After a failed run (:func:`hf_compress.release`): masks applied, the criterion's hooks removed."""
+        if not self._active:
+            return
+        apply_masks_(self.modules, self.masks)
+        self.criterion.detach()
+        self._active = False
 
 
 def warn_if_schedule_outruns(config: PruningConfig, start_step: int, end_step: int, max_steps: int) -> None:

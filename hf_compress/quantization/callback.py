@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
+from hf_compress import cleanup
 from hf_compress.checkpoint_state import resume_folder
 from hf_compress.config_base import resolve_step
 from hf_compress.distributed import all_reduce_mean_, is_sharded, unwrap_model
@@ -122,6 +123,7 @@ class QATCallback(TrainerCallback):
         self._teardown()
         model = unwrap_model(model)
         self._model = model
+        cleanup.track(model, self, state)  # first: it releases what a failed earlier run left on this model
         config = self.config
         total_steps = state.max_steps
         self.start_step = resolve_step(config.start, total_steps)
@@ -247,6 +249,12 @@ class QATCallback(TrainerCallback):
         self._bake()
         self._teardown()
         discard_staging(args)
+        cleanup.untrack(self._model, self)
+
+    def release_after_failure(self) -> None:
+        """After a failed run (:func:`hf_compress.release`): hooks and the scales' optimizer group removed, the real
+        weight Parameter back in place; the weights stay as trained, not baked onto the grid."""
+        self._teardown()
 
     # ------------------------------------------------------------------ set-up
     def _restore(self, folder: str | None) -> dict | None:
