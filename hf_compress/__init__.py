@@ -39,6 +39,8 @@ _EXPORTS = {
     "merge_and_unload": "hf_compress.peft_support",
     "prune_one_shot": "hf_compress.pruning.one_shot",
     "release": "hf_compress.cleanup",
+    "restore_compression": "hf_compress.peft_support.saved_base",
+    "save_compression": "hf_compress.peft_support.saved_base",
     "sensitivity_analysis": "hf_compress.pruning.sensitivity",
     "sparsity_at": "hf_compress.pruning.schedules",
     "sparsity_report": "hf_compress.pruning.report",

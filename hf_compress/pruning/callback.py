@@ -43,6 +43,7 @@ from transformers import TrainerCallback
 from hf_compress import cleanup, distributed
 from hf_compress.checkpoint_state import resume_folder
 from hf_compress.peft_support import lora_hooks as peft_lora_hooks
+from hf_compress.peft_support.saved_base import record_compressed_base, save_at_train_end
 from hf_compress.pruning.config import PruningConfig
 from hf_compress.pruning.criteria import PruningCriterion, check_criterion_scores
 from hf_compress.pruning.heads import AttentionHeads, find_attention_heads
@@ -418,6 +419,8 @@ class PruningCallback(TrainerCallback):
         self._active = False
         discard_staging(args)
         cleanup.untrack(self._model, self)
+        if self._model is not None and record_compressed_base(self._model, "pruning", self.modules, self.masks):
+            save_at_train_end(args, self._model)  # PEFT: the adapter alone would not carry the pruning
         return control
 
     def release_after_failure(self) -> None:

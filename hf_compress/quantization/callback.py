@@ -40,6 +40,7 @@ from hf_compress.checkpoint_state import resume_folder
 from hf_compress.config_base import resolve_step
 from hf_compress.distributed import all_reduce_mean_, is_sharded, unwrap_model
 from hf_compress.peft_support import lora_hooks as peft_lora_hooks
+from hf_compress.peft_support.saved_base import record_compressed_base, save_at_train_end
 from hf_compress.quantization.config import QATConfig
 from hf_compress.quantization.grid import (
     ActivationQuantParams,
@@ -250,6 +251,9 @@ class QATCallback(TrainerCallback):
         self._teardown()
         discard_staging(args)
         cleanup.untrack(self._model, self)
+        modules = {name: record.module for name, record in self.modules.items()}
+        if self._model is not None and record_compressed_base(self._model, "qat", modules, None, self.describe()):
+            save_at_train_end(args, self._model)  # PEFT: the adapter alone would not carry the quantized base
 
     def release_after_failure(self) -> None:
         """After a failed run (:func:`hf_compress.release`): hooks and the scales' optimizer group removed, the real
