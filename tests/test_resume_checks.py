@@ -140,3 +140,26 @@ def test_state_files_are_written_atomically(tmp_path, uninterrupted):
     assert not [name for name in names if ".tmp-" in name]
     meta = json.loads((folder / "checkpoint-10" / "hf_compress_pruning.json").read_text())
     assert meta["saved_tensors"] and all(isinstance(name, str) for name in meta["saved_tensors"])
+
+
+def test_distillation_config_is_checked_on_resume(tmp_path):
+    from conftest import tiny_llama
+    from hf_compress import DistillationCallback, DistillationConfig
+
+    def run_distillation(alpha, resume=None):
+        trainer = Trainer(
+            model=tiny_llama(0),
+            args=training_args(tmp_path, **TRAINING),
+            train_dataset=LMDataset(),
+            callbacks=[DistillationCallback(tiny_llama(1), DistillationConfig(alpha=alpha))],
+        )
+        trainer.train(resume_from_checkpoint=resume)
+
+    run_distillation(0.5)
+    checkpoint = tmp_path / "checkpoint-10"
+    assert json.loads((checkpoint / "distillation_projections.json").read_text())["config"]["alpha"] == 0.5
+    with pytest.raises(ValueError, match=r"distillation config differs.*alpha: checkpoint 0\.5, this run 0\.9"):
+        run_distillation(0.9, resume=str(checkpoint))
+    os.remove(checkpoint / "distillation_projections.json")
+    with pytest.raises(ValueError, match=r"cannot resume distillation from .*distillation_projections\.json"):
+        run_distillation(0.5, resume=str(checkpoint))
