@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -243,7 +244,12 @@ def fault_peft_save(work: Path) -> str:
         "print(sum(int((x.weight == 0).sum()) for x in mods) / sum(x.weight.numel() for x in mods), bool(restore))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", reload, str(work / "peft")], env=_env(), capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", reload, str(work / "peft")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=work,  # not the repository root, whose hf_compress/ would shadow PYTHONPATH under --base
     )
     if result.returncode != 0:
         return f"reload failed: {result.stderr.strip().splitlines()[-1][:150]}"
@@ -273,6 +279,7 @@ def fault_recipe_check(work: Path) -> str:
             env=_env(),
             capture_output=True,
             timeout=300,
+            cwd=work,  # not the repository root, whose hf_compress/ would shadow PYTHONPATH under --base
         )
         if result.returncode != 0:
             refused.append(name)
@@ -294,8 +301,8 @@ def staging_cost() -> str:
     }
     timings = {"direct": [], "staged": []}
     with tempfile.TemporaryDirectory() as folder:
-        for round_index in range(3):
-            for mode in ("direct", "staged"):
+        for round_index in range(6):
+            for mode in ("direct", "staged") if round_index % 2 == 0 else ("staged", "direct"):
                 args = SimpleNamespace(output_dir=os.path.join(folder, f"{mode}{round_index}"))
                 state = SimpleNamespace(global_step=10)
                 start = time.perf_counter()
@@ -311,9 +318,9 @@ def staging_cost() -> str:
                     at_save = time.perf_counter() - middle
                 timings[mode].append((time.perf_counter() - start, at_save))
     params = sum(m.numel() for m in masks.values()) / 1e6
-    direct = sorted(t for t, _ in timings["direct"])[1]
-    staged = sorted(t for t, _ in timings["staged"])[1]
-    at_save = sorted(s for _, s in timings["staged"])[1]
+    direct = statistics.median(t for t, _ in timings["direct"])
+    staged = statistics.median(t for t, _ in timings["staged"])
+    at_save = statistics.median(s for _, s in timings["staged"])
     return (
         f"{params:.1f} M masks: direct write {direct * 1000:.0f} ms, stage + rename {staged * 1000:.0f} ms "
         f"(ratio {staged / direct:.2f}); of which inside on_save (the rename) {at_save * 1000:.1f} ms"
@@ -401,7 +408,7 @@ def main() -> None:
         )
     lines += [
         "",
-        f"Cost of staging the state before the Trainer's save (median of 3, interleaved): {cost}. The write moves from "
+        f"Cost of staging the state before the Trainer's save (median of 6, order alternated): {cost}. The write moves from "
         "on_save to on_step_end of the saving step; nothing is written twice.",
         "",
         "A failed run's hooks come off automatically only inside `with hf_compress.compression_run(trainer)` (or with "
