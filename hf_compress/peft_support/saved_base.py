@@ -123,7 +123,7 @@ def restore_compression(model: nn.Module, folder: str | os.PathLike) -> list[str
             weight.copy_(tensors[f"weight::{name}"].to(device=weight.device, dtype=weight.dtype))
         layers = adapter_layers(model, list(meta["modules"]))
         masks = {name: tensors[f"mask::{name}"].bool() for name in meta.get("masks", [])}
-        for name, mask in masks.items():
+        for name in masks:
             if name in layers:
                 device = layers[name].get_base_layer().weight.device
                 _install(layers[name], name).mask_of = lambda key, masks=masks, device=device: masks[key].to(device)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 
-import torch
 import trl
 from datasets import Dataset
 from peft import LoraConfig
