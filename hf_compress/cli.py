@@ -39,7 +39,11 @@ def _plugins_list(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from hf_compress.pruning.report import report_main
 
-    report_main(args.model_dir, plot=args.plot)
+    try:
+        report_main(args.model_dir, plot=args.plot)
+    except (OSError, ValueError) as error:
+        print(f"hf-compress report: error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -51,10 +55,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _recipe_check(args: argparse.Namespace) -> int:
-    from hf_compress.recipes import load_recipe
+    from hf_compress.recipes.check import check_recipe
 
     try:
-        recipe = load_recipe(args.file)
+        recipe = check_recipe(args.file)
     except ValueError as error:
         print(f"invalid recipe: {error}", file=sys.stderr)
         return 1

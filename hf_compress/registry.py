@@ -159,6 +159,18 @@ class Registry:
                 f"({existing.module}) and by {distribution} {version} ({_module_of(obj)}). "
                 "Pass replace=True to registry.register(...) to replace it on purpose."
             )
+        if existing is not None:
+            logger.warning(
+                "hf_compress: %s %r from %s %s (%s) replaces the one from %s %s (%s)",
+                kind,
+                name,
+                distribution,
+                version,
+                _module_of(obj),
+                existing.distribution,
+                existing.version,
+                existing.module,
+            )
         self._components[kind][name] = Component(kind, name, obj, distribution, version, _module_of(obj))
         return obj
 
@@ -255,12 +267,16 @@ def _selected(entry_point: metadata.EntryPoint, distribution: str) -> bool:
 
 def _load_into(registry: Registry, entry_point: metadata.EntryPoint, distribution: str, version: str) -> None:
     registry._current_distribution = (distribution, version)
+    before = {kind: dict(components) for kind, components in registry._components.items()}
     try:
         register: Callable[[Registry], None] = entry_point.load()
         register(registry)
     except Exception as error:  # a broken plugin never takes the rest down
         if _is_builtin(entry_point):
             raise
+        for kind, components in registry._components.items():  # all or nothing: what it registered goes too
+            components.clear()
+            components.update(before[kind])
         registry._broken.append(
             BrokenPlugin(entry_point.name, distribution, version, f"{type(error).__name__}: {error}")
         )

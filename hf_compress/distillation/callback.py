@@ -5,7 +5,9 @@ A TrainerCallback cannot change the loss, and ``compute_loss_func`` never sees t
 ``no_grad`` (first, so its activations are freed before the student's graph is built), and a forward hook replaces
 ``outputs.loss`` with ``alpha * distillation_loss + (1 - alpha) * task_loss``. The Trainer (or a
 subclass such as TRL's ``SFTTrainer``) then backpropagates that loss as if the model had computed it. Hooks are
-removed at train end, so the model the user gets back behaves like a normal model.
+removed at train end (or by :func:`hf_compress.release` after a failed run), so the model the user gets back
+behaves like a normal model. The config (and learned projections) are checkpointed: a resume with a missing state
+or a changed config is refused (:mod:`~hf_compress.trainer.resume_checks`).
 
 Example:
 
@@ -30,7 +32,6 @@ first optimizer step for ``compute_loss_func`` (it checks that the loss it produ
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from typing import Any
@@ -41,41 +42,35 @@ from transformers import TrainerCallback
 
 from hf_compress.distillation.config import DistillationConfig
 from hf_compress.distillation.models import (  # noqa: F401 (load_teacher, probe_model, is_causal_lm: public here too)
+    STUDENT_ONLY_INPUTS,
     ModelFacts,
     check_models,
+    check_not_own_teacher,
     device_of,
     field_of,
     is_causal_lm,
     load_teacher,
+    prepare_teacher,
     probe_model,
+    teacher_inputs,
     transformers_model,
 )
 from hf_compress.distillation.objective import DistillationLosses, DistillationObjective
 from hf_compress.distillation.projections import LayerProjections
 from hf_compress.distributed import all_reduce_mean_, unwrap_model, world_size
-from hf_compress.trainer import ExtraParameters, add_to_logs, checkpoint_dir, load_state, resume_folder, save_state
+from hf_compress.trainer import ExtraParameters, add_to_logs, cleanup, resume_folder
+from hf_compress.trainer.resume_checks import (
+    check_resumed_config,
+    commit_state,
+    discard_staging,
+    load_resume_state,
+    stage_state,
+)
 
 logger = logging.getLogger(__name__)
 
 STATE_NAME = "distillation_projections"
 LOGGED_WEIGHTS = ("distill_weight", "task_weight")
-# Inputs that only concern the student's loss or its output format; the teacher gets the rest.
-STUDENT_ONLY_INPUTS = frozenset(
-    {
-        "labels",
-        "shift_labels",
-        "num_items_in_batch",
-        "fused_lm_head",
-        "output_hidden_states",
-        "output_attentions",
-        "output_router_logits",
-        "return_dict",
-        "use_cache",
-        "cache",
-        "past_key_values",
-        "logits_to_keep",
-    }
-)
 
 
 class DistillationCallback(TrainerCallback):
@@ -124,6 +119,9 @@ class DistillationCallback(TrainerCallback):
         self._log_totals: torch.Tensor | None = None
         self._log_steps = 0
         self._saw_task_loss = False
+        self._resumed_state: tuple[dict[str, torch.Tensor], dict] | None = None
+        self._staged_step: int | None = None
+        self._student: nn.Module | None = None
 
     # ------------------------------------------------------------------ Trainer events
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
@@ -136,9 +134,16 @@ class DistillationCallback(TrainerCallback):
         if model is None:
             raise ValueError("DistillationCallback needs the Trainer's model at train start")
         student = unwrap_model(model)
+        self._student = student
+        cleanup.track(student, self, state)  # first: it releases what a failed earlier run left on this model
+        check_not_own_teacher(student, self.teacher)
+        folder = resume_folder(args, state)
+        self._resumed_state = load_resume_state(folder, STATE_NAME, "distillation")
+        if self._resumed_state is not None:
+            check_resumed_config(folder, "distillation", self._resumed_state[1].get("config"), self.config.to_dict())
         self._trainer_loss_type = getattr(args, "loss_type", None)  # TRL's SFTConfig: "nll" or "dft"
         device = device_of(student)
-        self._prepare_teacher(device)
+        self._teacher_accepts = prepare_teacher(self.teacher, device, self.config.torch_teacher_dtype)
         self._causal = is_causal_lm(student) if self.config.causal_shift is None else self.config.causal_shift
         self.objective.causal = self._causal
         self._check_models(student, device)
@@ -147,7 +152,7 @@ class DistillationCallback(TrainerCallback):
                 raise ValueError(
                     "DistillationCallback needs the Trainer's optimizer at train start to train projections"
                 )
-            self._attach_projections(args, state, optimizer, device)
+            self._attach_projections(optimizer)
         self._register_hooks(student)
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
@@ -173,6 +178,7 @@ class DistillationCallback(TrainerCallback):
             self._seat.zero_grad()
 
     def on_step_end(self, args, state, control, **kwargs):
+        self.on_epoch_end(args, state, control)
         if self._micro_totals is None or self._micro_batches == 0:
             return
         if self._micro_global:
@@ -200,34 +206,44 @@ class DistillationCallback(TrainerCallback):
         add_to_logs(self, args, state, logs, values)
         self._log_totals, self._log_steps, self._saw_task_loss = None, 0, False
 
+    def on_epoch_end(self, args, state, control, **kwargs):  # a save is decided (should_save) before this event
+        if self._hooks and stage_state(args, state, control, STATE_NAME, *self._state_to_save()):
+            self._staged_step = state.global_step
+
     def on_save(self, args, state, control, **kwargs):
-        if self._seat is None:
-            return
-        state_tensors, state_values = self._seat.state_tensors()
-        tensors = {f"param::{name}": param for name, param in self._seat.named_params.items()}
-        tensors.update({f"optimizer::{key}": value for key, value in state_tensors.items()})
+        if self._hooks:
+            commit_state(args, state, STATE_NAME, self._staged_step == state.global_step, self._state_to_save)
+        self._staged_step = None
+
+    def _state_to_save(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """The config (checked on resume) and, with learned projections, their weights and optimizer state."""
+        tensors: dict[str, torch.Tensor] = {}
+        state_values: dict = {}
+        if self._seat is not None:
+            state_tensors, state_values = self._seat.state_tensors()
+            tensors = {f"param::{name}": param for name, param in self._seat.named_params.items()}
+            tensors.update({f"optimizer::{key}": value for key, value in state_tensors.items()})
         meta = {
+            "config": self.config.to_dict(),
             "layer_map": {str(k): v for k, v in (self.config.layer_map or {}).items()},
             "optimizer_values": state_values,
         }
-        save_state(checkpoint_dir(args, state), STATE_NAME, tensors, meta)
+        return tensors, meta
 
     def on_train_end(self, args, state, control, **kwargs):
         self._remove_hooks()
+        discard_staging(args)
+        cleanup.untrack(self._student, self)
+
+    def release_after_failure(self) -> None:
+        """After a failed run (:func:`hf_compress.release`): the student's hooks removed, projections out of the
+        optimizer; a forward with labels returns the model's own loss again."""
+        self._remove_hooks()
+        if self._seat is not None and self._optimizer is not None:
+            self._seat.leave(self._optimizer)
+        self._losses_awaiting_backward = 0
 
     # ------------------------------------------------------------------ setup
-    def _prepare_teacher(self, device: torch.device) -> None:
-        teacher = self.teacher
-        if self.config.torch_teacher_dtype is not None:
-            teacher.to(dtype=self.config.torch_teacher_dtype)
-        if device_of(teacher) != device:
-            teacher.to(device)
-        teacher.eval()
-        teacher.requires_grad_(False)
-        forward_params = inspect.signature(teacher.forward).parameters
-        takes_any = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in forward_params.values())
-        self._teacher_accepts = None if takes_any else set(forward_params)
-
     def _check_models(self, student: nn.Module, device: torch.device) -> None:
         widths = check_models(student, self.teacher, self.config, device)
         if widths is None:
@@ -237,7 +253,7 @@ class DistillationCallback(TrainerCallback):
         self.objective.projections = self.projections
         self.projections.requires_grad_(True)
 
-    def _attach_projections(self, args, state, optimizer, device: torch.device) -> None:
+    def _attach_projections(self, optimizer) -> None:
         named = dict(self.projections.named_parameters())
         if not named:
             return
@@ -249,11 +265,8 @@ class DistillationCallback(TrainerCallback):
         self._optimizer = optimizer
         if self._seat is None:
             self._seat = ExtraParameters(named)
-        folder = resume_folder(args, state)
-        saved = load_state(folder, STATE_NAME) if folder else None
+        saved = self._resumed_state
         if saved is None:
-            if folder is not None:
-                logger.warning("DistillationCallback: %s holds no projection state; projections start fresh", folder)
             return
         tensors, meta = saved
         with torch.no_grad():
@@ -321,13 +334,7 @@ class DistillationCallback(TrainerCallback):
         return self._distill(kwargs, outputs, teacher_outputs)
 
     def _run_teacher(self, args, kwargs) -> Any:
-        teacher_kwargs = {key: value for key, value in kwargs.items() if key not in STUDENT_ONLY_INPUTS}
-        if self._teacher_accepts is not None:
-            teacher_kwargs = {key: value for key, value in teacher_kwargs.items() if key in self._teacher_accepts}
-        if self._teacher_accepts is None or "use_cache" in self._teacher_accepts:
-            teacher_kwargs["use_cache"] = False
-        if self.config.layer_map:
-            teacher_kwargs["output_hidden_states"] = True
+        teacher_kwargs = teacher_inputs(kwargs, self._teacher_accepts, hidden_states=bool(self.config.layer_map))
         with torch.no_grad():
             outputs = self.teacher(*args, **teacher_kwargs)
         if field_of(outputs, "logits") is None:

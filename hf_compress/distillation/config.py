@@ -80,6 +80,7 @@ class DistillationConfig(CompressionConfig):
         check_bool("causal_shift", self.causal_shift, allow_none=True)
         if not isinstance(self.loss_kwargs, dict):
             raise ValueError(f"loss_kwargs must be a dict of keyword options; got {type(self.loss_kwargs).__name__}")
+        _check_loss_kwargs(self.loss, self.loss_kwargs)
         self.layer_map = _check_layer_map(self.layer_map)
 
     @property
@@ -89,6 +90,30 @@ class DistillationConfig(CompressionConfig):
     def loss_options(self) -> dict[str, Any]:
         """Keyword options for the logit loss: ``beta`` (= jsd_beta) plus ``loss_kwargs``."""
         return {"beta": self.jsd_beta, **self.loss_kwargs}
+
+
+def _check_loss_kwargs(loss: str, loss_kwargs: dict[str, Any]) -> None:
+    """Refuse options the loss does not name: keyword parameters after ``normalizer`` (``temperature`` and ``beta``
+    are set from the config), or those a plugin lists in its function's ``loss_options`` attribute."""
+    if not loss_kwargs:
+        return
+    import inspect
+
+    from hf_compress.registry import get_registry
+
+    function = get_registry().get("distillation_loss", loss)
+    try:
+        parameters = list(inspect.signature(function).parameters.values())[3:]
+    except (TypeError, ValueError):  # no introspectable signature: the loss checks its own options
+        return
+    named = {p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    accepted = (named | set(getattr(function, "loss_options", ()))) - {"temperature", "beta"}
+    unknown = sorted(str(key) for key in loss_kwargs if key not in accepted)
+    if unknown:
+        raise ValueError(
+            f"loss_kwargs: unknown option(s) {', '.join(map(repr, unknown))} for loss {loss!r}; it takes: "
+            f"{', '.join(sorted(accepted)) or '(no options)'}"
+        )
 
 
 def _check_layer_map(layer_map: Any) -> dict[int, int] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,7 @@ from torch import nn
 
 
 def load_teacher(teacher: nn.Module | str | os.PathLike, dtype: torch.dtype | None = None) -> nn.Module:
-    """The teacher module: a model as given, or loaded with ``from_pretrained`` from a path or hub name.
+    """The teacher module: a model as given, or loaded with ``from_pretrained`` from a local folder (never the hub).
 
     A path is loaded with the class its config names in ``architectures`` (falling back to
     ``AutoModelForCausalLM``), directly in ``dtype`` when one is given.
@@ -22,13 +23,70 @@ def load_teacher(teacher: nn.Module | str | os.PathLike, dtype: torch.dtype | No
         raise ValueError(f"teacher must be a PreTrainedModel or a path to one; got {type(teacher).__name__}")
     import transformers
 
-    config = transformers.AutoConfig.from_pretrained(teacher)
+    from hf_compress.local_models import check_local_model
+
+    teacher = check_local_model(teacher, "teacher")
+    config = transformers.AutoConfig.from_pretrained(teacher, local_files_only=True)
     architectures = getattr(config, "architectures", None) or []
     model_class = getattr(transformers, architectures[0], None) if architectures else None
     if model_class is None:
         model_class = transformers.AutoModelForCausalLM
     kwargs = {"dtype": dtype} if dtype is not None else {}
-    return model_class.from_pretrained(teacher, **kwargs)
+    return model_class.from_pretrained(teacher, local_files_only=True, **kwargs)
+
+
+def prepare_teacher(teacher: nn.Module, device: torch.device, dtype: torch.dtype | None) -> set[str] | None:
+    """Cast, move once, eval mode, frozen; returns the names its forward takes (None when it takes ``**kwargs``)."""
+    if dtype is not None:
+        teacher.to(dtype=dtype)
+    if device_of(teacher) != device:
+        teacher.to(device)
+    teacher.eval()
+    teacher.requires_grad_(False)
+    forward_params = inspect.signature(teacher.forward).parameters
+    takes_any = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in forward_params.values())
+    return None if takes_any else set(forward_params)
+
+
+# Inputs that only concern the student's loss or its output format; the teacher gets the rest.
+STUDENT_ONLY_INPUTS = frozenset(
+    {
+        "labels",
+        "shift_labels",
+        "num_items_in_batch",
+        "fused_lm_head",
+        "output_hidden_states",
+        "output_attentions",
+        "output_router_logits",
+        "return_dict",
+        "use_cache",
+        "cache",
+        "past_key_values",
+        "logits_to_keep",
+    }
+)
+
+
+def teacher_inputs(kwargs: dict[str, Any], accepts: set[str] | None, hidden_states: bool) -> dict[str, Any]:
+    """The student's forward kwargs the teacher takes (``accepts``: its forward's names, None for ``**kwargs``)."""
+    inputs = {key: value for key, value in kwargs.items() if key not in STUDENT_ONLY_INPUTS}
+    if accepts is not None:
+        inputs = {key: value for key, value in inputs.items() if key in accepts}
+    if accepts is None or "use_cache" in accepts:
+        inputs["use_cache"] = False
+    if hidden_states:
+        inputs["output_hidden_states"] = True
+    return inputs
+
+
+def check_not_own_teacher(student: nn.Module, teacher: nn.Module) -> None:
+    """Refuse a teacher that is the student (or shares its parameters), before anything is frozen."""
+    student_params = {id(param) for param in student.parameters()}
+    if teacher is student or any(id(param) in student_params for param in teacher.parameters()):
+        raise ValueError(
+            "teacher: the teacher is the student itself (or shares its parameters); distillation would freeze the "
+            "model being trained. Pass a separate teacher model (e.g. a copy loaded with from_pretrained)"
+        )
 
 
 @dataclass

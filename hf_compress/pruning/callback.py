@@ -11,9 +11,13 @@ hand-written loop.
 - ``on_optimizer_step``: after optimizer step ``k`` (``k = state.global_step + 1``), masks are updated when ``k`` is
   a mask-update step, and re-applied to the weights, so no pruned weight is non-zero in any forward pass.
 - ``on_log``: ``sparsity``, ``sparsity_target``, ``sparsity_layer_min``, ``sparsity_layer_max``.
-- ``on_save``: masks (bool, 1 byte per weight, not bit-packed) and criterion tensors as safetensors, the rest as JSON.
+- ``on_step_end`` / ``on_epoch_end`` (when the Trainer is about to save) and ``on_save``: masks (bool, 1 byte per
+  weight, not bit-packed) and criterion tensors as safetensors, the rest as JSON, staged before the Trainer writes
+  the checkpoint and moved into it in ``on_save`` (:mod:`~hf_compress.trainer.resume_checks`); a resume with a
+  missing state or a changed config is refused.
 - ``on_train_end``: masks are baked into the weights and the criterion's hooks removed; the model is a plain
-  transformers model.
+  transformers model (a PeftModel's compressed base is written beside the adapter). After a failed run
+  :func:`hf_compress.release` does the same.
 
 Under DDP every rank computes the masks from identical weights and all-reduced criterion statistics; a checksum of
 the masks is compared across ranks after each update and, should they ever differ, rank 0's masks are broadcast
@@ -36,11 +40,20 @@ from torch import nn
 from transformers import TrainerCallback
 
 from hf_compress import distributed
+from hf_compress.peft_support.saved_base import record_compressed_base, save_at_train_end
 from hf_compress.pruning.config import PruningConfig
 from hf_compress.pruning.criteria import PruningCriterion
 from hf_compress.pruning.gradual import GradualPruner, _Group, mask_checksum, resolve_groups  # noqa: F401
-from hf_compress.trainer.checkpoints import checkpoint_dir, load_state, resume_folder, save_state
+from hf_compress.trainer import cleanup
+from hf_compress.trainer.checkpoints import resume_folder
 from hf_compress.trainer.logs import add_to_logs
+from hf_compress.trainer.resume_checks import (
+    check_resumed_config,
+    commit_state,
+    discard_staging,
+    load_resume_state,
+    stage_state,
+)
 
 STATE_NAME = "hf_compress_pruning"
 
@@ -73,6 +86,8 @@ class PruningCallback(TrainerCallback):
         self.config = config
         self.pattern = config.normalized_pattern
         self.pruner: GradualPruner | None = None
+        self._model: nn.Module | None = None
+        self._staged_step: int | None = None
 
     # the pruner's state, readable from the callback as before
     @property
@@ -128,13 +143,16 @@ class PruningCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if model is None:
             raise ValueError("PruningCallback needs the model in on_train_begin (add it to a transformers.Trainer)")
+        model = distributed.unwrap_model(model)
+        self._model = model
+        cleanup.track(model, self, state)  # first: it releases what a failed earlier run left on this model
         if self.pruner is not None and self.pruner.active:  # a second train() on the same callback
             self.pruner.criterion.detach()
         folder = resume_folder(args, state)
-        saved = load_state(folder, STATE_NAME) if folder else None
-        self.pruner = GradualPruner(
-            distributed.unwrap_model(model), self.config, state.max_steps, step=state.global_step, saved=saved
-        )
+        saved = load_resume_state(folder, STATE_NAME, "pruning")
+        if saved is not None:
+            check_resumed_config(folder, "pruning", saved[1].get("config"), self.config.to_dict())
+        self.pruner = GradualPruner(model, self.config, state.max_steps, step=state.global_step, saved=saved)
         return control
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
@@ -153,12 +171,33 @@ class PruningCallback(TrainerCallback):
         add_to_logs(self, args, state, logs, self.sparsity_logs(state.global_step))
         return control
 
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._active() and stage_state(args, state, control, STATE_NAME, *self.pruner.state()):
+            self._staged_step = state.global_step
+        return control
+
+    on_epoch_end = on_step_end  # an epoch-end save is decided (should_save) before this event too
+
     def on_save(self, args, state, control, **kwargs):
-        if self.pruner is not None and self.pruner.active:
-            save_state(checkpoint_dir(args, state), STATE_NAME, *self.pruner.state())
+        if self._active():
+            commit_state(args, state, STATE_NAME, self._staged_step == state.global_step, self.pruner.state)
+        self._staged_step = None
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
+        if self.pruner is None:
+            return control
+        self.pruner.finish()
+        discard_staging(args)
+        cleanup.untrack(self._model, self)
+        if self._model is not None and record_compressed_base(self._model, "pruning", self.modules, self.masks):
+            save_at_train_end(args, self._model)  # PEFT: the adapter alone would not carry the pruning
+        return control
+
+    def release_after_failure(self) -> None:
+        """After a failed run (:func:`hf_compress.release`): masks applied, the criterion's hooks removed."""
         if self.pruner is not None:
             self.pruner.finish()
-        return control
+
+    def _active(self) -> bool:
+        return self.pruner is not None and self.pruner.active

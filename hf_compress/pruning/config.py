@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,8 @@ from hf_compress.config_base import (
     check_step_spec,
 )
 from hf_compress.pruning.patterns import parse_n_m, pattern_final_sparsity, validate_pattern
+
+logger = logging.getLogger(__name__)
 
 SCOPES = ("layer", "global")
 
@@ -98,6 +101,13 @@ class PruningConfig(CompressionConfig):
         check_number("frequency", self.frequency, low=1, integer=True)
         if self.initial_sparsity is not None:
             check_number("initial_sparsity", self.initial_sparsity, low=0.0, high=1.0, high_inclusive=False)
+            if self.initial_sparsity > self.final_sparsity:
+                logger.warning(
+                    "hf_compress: initial_sparsity=%s exceeds the target %s; the schedule cannot ramp down, so the "
+                    "target is raised to initial_sparsity (set initial_sparsity <= target_sparsity)",
+                    self.initial_sparsity,
+                    self.final_sparsity,
+                )
         validate_name("pruning_criterion", self.criterion, "criterion")
         if self.criterion_kwargs is not None and not isinstance(self.criterion_kwargs, dict):
             raise ValueError(f"criterion_kwargs must be a dict of options or None; got {self.criterion_kwargs!r}")

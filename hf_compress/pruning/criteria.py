@@ -187,3 +187,40 @@ BUILTIN_CRITERIA: dict[str, type[PruningCriterion]] = {
     "movement": MovementCriterion,
     "random": RandomCriterion,
 }
+
+
+def check_criterion_scores(criterion_name: str, name: str, module: nn.Module, scores) -> None:
+    """A criterion's scores for ``module`` must be a finite float tensor of the weight's ``[out, in]`` shape.
+
+    Checked at each module's first mask update, so a plugin that returns the storage layout of a GPT-2 Conv1D
+    (``[in, out]``), a flattened tensor or NaN fails there, naming the plugin and its distribution.
+
+    Raises:
+        ValueError: naming the criterion, its distribution and module, and the module, with what was expected.
+    """
+    in_features, out_features = in_out_features(module)
+    problem = None
+    if not torch.is_tensor(scores):
+        problem = f"returned {type(scores).__name__}, not a torch.Tensor"
+    elif tuple(scores.shape) != (out_features, in_features):
+        layout = (
+            " (the Conv1D storage layout; use weight_out_in)"
+            if tuple(scores.shape) == (in_features, out_features)
+            else ""
+        )
+        problem = f"returned shape {list(scores.shape)}{layout}; expected the weight's [out, in] = [{out_features}, {in_features}]"
+    elif scores.dtype == torch.bool or scores.is_complex():
+        problem = f"returned dtype {scores.dtype}; expected real-valued (float) scores"
+    elif not bool(torch.isfinite(scores).all()):
+        count = int((~torch.isfinite(scores)).sum())
+        problem = f"returned {count} non-finite (NaN or inf) values"
+    if problem is None:
+        return
+    from hf_compress.registry import get_registry
+
+    try:
+        component = get_registry().component("pruning_criterion", criterion_name)
+        origin = f"from {component.distribution} {component.version} ({component.module})"
+    except ValueError:
+        origin = "(not in the registry)"
+    raise ValueError(f"criterion {criterion_name!r} {origin}: scores(name={name!r}) {problem}")

@@ -39,7 +39,7 @@ from torch import nn
 from hf_compress import distributed
 from hf_compress.peft_support import lora_hooks as peft_lora_hooks
 from hf_compress.pruning.config import PruningConfig
-from hf_compress.pruning.criteria import PruningCriterion
+from hf_compress.pruning.criteria import PruningCriterion, check_criterion_scores
 from hf_compress.pruning.heads import AttentionHeads, find_attention_heads
 from hf_compress.pruning.masks import apply_masks_, mask_from_weight, mask_gradients_, mask_sparsity
 from hf_compress.pruning.patterns import (
@@ -50,7 +50,12 @@ from hf_compress.pruning.patterns import (
     unit_scores,
     units_for_sparsity,
 )
-from hf_compress.pruning.schedules import is_mask_update_step, resolve_start_end, scheduled_sparsity
+from hf_compress.pruning.schedules import (
+    is_mask_update_step,
+    resolve_start_end,
+    scheduled_sparsity,
+    warn_if_schedule_outruns,
+)
 from hf_compress.pruning.scope import select_global
 from hf_compress.registry import get_registry
 from hf_compress.targets import find_target_modules, in_out_features
@@ -130,7 +135,9 @@ class GradualPruner:
         self.initial_sparsity = 0.0
         self._pruned_any: dict[str, bool] = {}
         self._layer_sparsity: dict[str, float] = {}
+        self._scores_checked: set[str] = set()
         self.start_step, self.end_step = resolve_start_end(config.start, config.end, total_steps)
+        warn_if_schedule_outruns(config, self.start_step, self.end_step, total_steps)
         self.modules, self.groups = resolve_groups(model, config)
         criterion_cls = get_registry().get("pruning_criterion", config.criterion)
         # PEFT: LoRA updates over pruned base layers are masked too (no-op for other models)
@@ -173,7 +180,11 @@ class GradualPruner:
 
     # ---------------------------------------------------------------- mask updates
     def _module_scores(self, group: _Group) -> dict[str, torch.Tensor]:
-        return {name: self.criterion.scores(name, self.modules[name]) for name in group.modules}
+        scores = {name: self.criterion.scores(name, self.modules[name]) for name in group.modules}
+        for name in set(scores) - self._scores_checked:  # plugin output is checked once, at its first use
+            check_criterion_scores(self.config.criterion, name, self.modules[name], scores[name])
+            self._scores_checked.add(name)
+        return scores
 
     def _unit_scores(self, group: _Group, scores: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, int]:
         """Unit scores of a group (``-inf`` = already pruned); ``scores=None`` gives zeros (for counting only)."""

@@ -119,11 +119,16 @@ def _input_hessians(
     if block is not None:
         hooks.append(block.register_forward_hook(stop))
     try:
-        for batch in batches:
+        for index, batch in enumerate(batches):
             try:
                 model(**batch)
             except _BlockDone:
                 pass
+            except Exception as error:
+                raise ValueError(
+                    f"calibration_batches[{index}]: the model's forward failed on this batch (keys "
+                    f"{sorted(batch)}): {type(error).__name__}: {error}"
+                ) from error
     finally:
         for hook in hooks:
             hook.remove()
@@ -232,6 +237,8 @@ def prune_one_shot(
         raise ValueError("targets/exclude: no Linear or Conv1D module of the model is selected for pruning")
     for name, module in modules.items():
         check_pattern_fits(pattern, name, in_out_features(module)[0])
+        if not bool(torch.isfinite(module.weight.detach()).all()):
+            raise ValueError(f"{name}: the weight holds NaN or inf values; prune_one_shot changed nothing")
     if method == "magnitude":
         masks = {
             name: compute_mask(weight_out_in(full_tensor(m.weight.detach()), m).abs().float(), sparsity, pattern)
@@ -243,34 +250,60 @@ def prune_one_shot(
         return _criterion_masks(inner, modules, calibration_batches, sparsity, pattern, method, comparison)
 
     device = next(inner.parameters()).device
-    batches = [
-        {key: value.to(device) for key, value in batch.items() if key != "labels" and torch.is_tensor(value)}
-        for batch in calibration_batches
-    ]
-    if not batches:
-        raise ValueError("calibration_batches: SparseGPT needs at least one batch of model inputs")
+    batches = _calibration_inputs(calibration_batches, device)
     was_training, use_cache = inner.training, getattr(inner.config, "use_cache", None)
     inner.eval()
     if use_cache is not None:
         inner.config.use_cache = False
     masks = {}
+    original: dict[str, torch.Tensor] = {}  # all or nothing: a CPU copy of each weight before it changes
+    current = None
     try:
         for block_name, names in _blocks(modules):
             block = dict(inner.named_modules()).get(block_name) if block_name not in modules else None
+            current = block_name
             hessians = _input_hessians(inner, names, modules, batches, block)
             for name in names:
+                current = name
                 module = modules[name]
                 weight = weight_out_in(full_tensor(module.weight.detach()), module).float()
                 pruned, masks[name] = reconstruct_pruned(
                     weight, hessians.pop(name), sparsity, pattern, block_size=block_size, dampening=dampening
                 )
+                original[name] = module.weight.detach().to("cpu", copy=True)
                 write_weight_(module, pruned)
             logger.debug("SparseGPT pruned %s (%d layers)", block_name, len(names))
+    except Exception as error:
+        for name, saved in original.items():
+            modules[name].weight.detach().copy_(saved.to(modules[name].weight.device))
+        kind = ValueError if isinstance(error, ValueError) else RuntimeError
+        raise kind(f"prune_one_shot failed at {current}: {error}; every weight is back as it was") from error
     finally:
         inner.train(was_training)
         if use_cache is not None:
             inner.config.use_cache = use_cache
     return masks
+
+
+def _calibration_inputs(calibration_batches, device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """The batches as model inputs on ``device`` (``labels`` dropped); a batch that is not a mapping of tensors is an
+    error naming its index."""
+    batches = []
+    for index, batch in enumerate(calibration_batches):
+        if not isinstance(batch, Mapping):
+            raise ValueError(
+                f"calibration_batches[{index}]: expected a dict of model inputs (e.g. input_ids, attention_mask), "
+                f"got {type(batch).__name__}"
+            )
+        inputs = {key: value.to(device) for key, value in batch.items() if key != "labels" and torch.is_tensor(value)}
+        if not inputs:
+            raise ValueError(
+                f"calibration_batches[{index}]: holds no tensor model inputs (keys: {sorted(map(str, batch))})"
+            )
+        batches.append(inputs)
+    if not batches:
+        raise ValueError("calibration_batches: SparseGPT needs at least one batch of model inputs")
+    return batches
 
 
 class CalibratedOneShotCallback(TrainerCallback, ABC):

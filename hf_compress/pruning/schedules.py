@@ -25,6 +25,7 @@ forward pass on.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -33,6 +34,8 @@ from hf_compress.config_base import resolve_step
 
 if TYPE_CHECKING:  # pragma: no cover
     from hf_compress.pruning.config import PruningConfig
+
+logger = logging.getLogger(__name__)
 
 ScheduleFn = Callable[..., float]
 
@@ -205,3 +208,20 @@ def sparsity_at(config: PruningConfig, step: int, total_steps: int, *, initial_s
     schedule = get_registry().get("schedule", config.schedule)
     final = max(config.final_sparsity, initial_sparsity)
     return scheduled_sparsity(schedule, update, start, end, initial_sparsity, final)
+
+
+def warn_if_schedule_outruns(config: PruningConfig, start_step: int, end_step: int, max_steps: int) -> None:
+    """Warn when the run ends before the schedule reaches its target (``end`` or ``start`` past ``max_steps``)."""
+    if end_step <= max_steps:
+        return
+    reached = sparsity_at(config, max_steps, max_steps)
+    logger.warning(
+        "hf_compress: pruning end=%r resolves to step %d, past the run's max_steps=%d%s; the run ends at sparsity "
+        "%.4f instead of the target %.4f (set end <= max_steps or a fraction <= 1.0)",
+        config.end,
+        end_step,
+        max_steps,
+        f" (start={config.start!r} is past it too)" if start_step > max_steps else "",
+        reached,
+        config.final_sparsity,
+    )

@@ -16,10 +16,14 @@ Events:
 - ``on_pre_optimizer_step`` / ``on_optimizer_step``: gradients of learned scales are averaged across DDP ranks (they
   are not DDP parameters) and the scales take their seat in the Trainer's optimizer for the step
   (:class:`~hf_compress.trainer.ExtraParameters`), following group 0's schedule.
-- ``on_save``: quantizer / observer tensors and the learned-scale optimizer state go to ``hf_compress_qat.*`` in the
-  checkpoint; ``optimizer.pt`` and ``scheduler.pt`` keep only the Trainer's own groups, so a resumed Trainer loads
-  them before this callback runs.
-- ``on_train_end``: weights are baked and hooks removed (``convert_``), ``model.config.hf_compress_quantization`` set.
+- ``on_step_end`` / ``on_epoch_end`` (when the Trainer is about to save) and ``on_save``: quantizer / observer
+  tensors and the learned-scale optimizer state go to ``hf_compress_qat.*`` in the checkpoint, staged before the
+  Trainer writes it (:mod:`~hf_compress.trainer.resume_checks`); ``optimizer.pt`` and ``scheduler.pt`` keep only the
+  Trainer's own groups, so a resumed Trainer loads them before this callback runs. A resume with a missing state or
+  a changed config is refused.
+- ``on_train_end``: weights are baked and hooks removed (``convert_``), ``model.config.hf_compress_quantization`` set
+  (a PeftModel's quantized base is written beside the adapter). After a failed run :func:`hf_compress.release`
+  removes the hooks and the scales' optimizer group without baking.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from transformers import TrainerCallback
 
 from hf_compress.config_base import resolve_step
 from hf_compress.distributed import all_reduce_mean_, unwrap_model
+from hf_compress.peft_support.saved_base import record_compressed_base, save_at_train_end
 from hf_compress.quantization.config import QATConfig
 from hf_compress.quantization.qat import (  # noqa: F401
     FakeQuantizedModel,
@@ -39,7 +44,14 @@ from hf_compress.quantization.qat import (  # noqa: F401
     release_,
     remove_activation_quantization,
 )
-from hf_compress.trainer import ExtraParameters, checkpoint_dir, load_state, resume_folder, save_state
+from hf_compress.trainer import ExtraParameters, cleanup, resume_folder
+from hf_compress.trainer.resume_checks import (
+    check_resumed_config,
+    commit_state,
+    discard_staging,
+    load_resume_state,
+    stage_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +87,9 @@ class QATCallback(TrainerCallback):
         self.start_step = 0
         self.freeze_step: int | None = None
         self._scales: ExtraParameters | None = None
+        self._optimizer = None  # the one the scales join for each step (left again after a failure)
+        self._model = None
+        self._staged_step: int | None = None
 
     @property
     def modules(self) -> dict:
@@ -96,6 +111,8 @@ class QATCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         self._teardown()
         model = unwrap_model(model)
+        self._model = model
+        cleanup.track(model, self, state)  # first: it releases what a failed earlier run left on this model
         config = self.config
         total_steps = state.max_steps
         self.start_step = resolve_step(config.start, total_steps)
@@ -119,7 +136,11 @@ class QATCallback(TrainerCallback):
             self._check_optimizer(optimizer)
             lr = config.scale_learning_rate or args.learning_rate
             self._scales = ExtraParameters(named, lr=lr, weight_decay=0.0)
-        self._restore(resume_folder(args, state))
+        try:
+            self._restore(resume_folder(args, state))
+        except BaseException:
+            self._teardown()
+            raise
         logger.info(
             "hf_compress QAT: %d modules, %s, starting at step %d",
             len(self.qat.modules),
@@ -139,6 +160,7 @@ class QATCallback(TrainerCallback):
             self.qat.freeze_observers()
             logger.info("hf_compress QAT: activation observers frozen at step %d", state.global_step)
         if self._scales is not None and optimizer is not None:
+            self._optimizer = optimizer
             self._scales.join(optimizer)  # seated until on_optimizer_step, so every callback of the step sees them
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
@@ -159,9 +181,18 @@ class QATCallback(TrainerCallback):
             self._scales.leave(optimizer)
             self._scales.zero_grad()
 
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.qat is not None and stage_state(args, state, control, STATE_NAME, *self._state_to_save()):
+            self._staged_step = state.global_step
+
+    on_epoch_end = on_step_end  # an epoch-end save is decided (should_save) before this event too
+
     def on_save(self, args, state, control, **kwargs):
-        if self.qat is None:
-            return
+        if self.qat is not None:
+            commit_state(args, state, STATE_NAME, self._staged_step == state.global_step, self._state_to_save)
+        self._staged_step = None
+
+    def _state_to_save(self) -> tuple[dict[str, torch.Tensor], dict]:
         if self.freeze_step is not None and not self.qat.observers_frozen:
             self.qat.synchronize_observers()
         tensors = self.qat.state_tensors()
@@ -177,7 +208,7 @@ class QATCallback(TrainerCallback):
             "modules": list(self.qat.modules),
             "optimizer_values": optimizer_values,
         }
-        save_state(checkpoint_dir(args, state), STATE_NAME, tensors, meta)
+        return tensors, meta
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.qat is None:
@@ -191,6 +222,16 @@ class QATCallback(TrainerCallback):
         self.qat.convert()
         release_(self.qat.model)
         self._scales = None
+        discard_staging(args)
+        cleanup.untrack(self._model, self)
+        modules = {name: record.module for name, record in self.qat.modules.items()}
+        if self._model is not None and record_compressed_base(self._model, "qat", modules, None, self.describe()):
+            save_at_train_end(args, self._model)  # PEFT: the adapter alone would not carry the quantized base
+
+    def release_after_failure(self) -> None:
+        """After a failed run (:func:`hf_compress.release`): hooks and the scales' optimizer group removed, the real
+        weight Parameter back in place; the weights stay as trained, not baked onto the grid."""
+        self._teardown()
 
     # ------------------------------------------------------------------ set-up
     def _check_optimizer(self, optimizer) -> None:
@@ -208,20 +249,17 @@ class QATCallback(TrainerCallback):
         """Load quantizer, observer and learned-scale optimizer state from a resumed checkpoint."""
         if folder is None:
             return
-        stored = load_state(folder, STATE_NAME)
+        stored = load_resume_state(folder, STATE_NAME, "QAT")
         if stored is None:
-            logger.info("hf_compress QAT: %s holds no QAT state; QAT starts fresh", folder)
             return
         tensors, meta = stored
+        check_resumed_config(folder, "QAT", meta.get("config"), self.config.to_dict())
         if meta["modules"] != list(self.qat.modules):
             modules = list(self.qat.modules)
-            self._teardown()
             raise ValueError(
                 f"the checkpoint {folder} was trained with QAT on modules {meta['modules'][:4]}..., but targets/exclude "
                 f"now select {modules[:4]}...; use the same targets to resume"
             )
-        if meta["config"] != self.config.to_dict():
-            logger.warning("hf_compress QAT: the resumed checkpoint used a different QATConfig: %s", meta["config"])
         self.qat.load_state_tensors(tensors)
         self.qat.active = bool(meta["active"])
         self.qat.observers_frozen = bool(meta["observers_frozen"])
@@ -237,4 +275,7 @@ class QATCallback(TrainerCallback):
         if self.qat is not None:
             release_(self.qat.model)
             self.qat.remove_hooks()
+        if self._scales is not None and self._optimizer is not None:
+            self._scales.leave(self._optimizer)  # seated by a step that never reached on_optimizer_step
         self._scales = None
+        self._optimizer = None

@@ -197,7 +197,9 @@ def load_model(model_dir: str):
     """The model in ``model_dir`` as the class its config names (``architectures[0]``)."""
     import transformers
 
-    config = transformers.AutoConfig.from_pretrained(model_dir)
+    from hf_compress.local_models import check_local_model
+
+    config = transformers.AutoConfig.from_pretrained(check_local_model(model_dir, "MODEL_DIR"), local_files_only=True)
     architecture = (config.architectures or [None])[0]
     model_class = getattr(transformers, architecture, None) if architecture else None
     if model_class is None:
@@ -205,7 +207,7 @@ def load_model(model_dir: str):
             f"{model_dir}: config.architectures names {architecture!r}, which transformers does not provide; "
             "load the model in Python and call hf_compress.export(model, ...)"
         )
-    return model_class.from_pretrained(model_dir)
+    return model_class.from_pretrained(model_dir, local_files_only=True)
 
 
 def export_main(argv: Sequence[str] | None = None) -> int:

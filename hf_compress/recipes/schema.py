@@ -75,6 +75,55 @@ class Recipe:
         return path
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {shorten(repr(key), 80)} (first on line {seen[key]}, again on line {line})"
+            )
+        seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def parse_recipe_text(text: str, source: str) -> Any:
+    """YAML/JSON text to plain data, safe tags only, duplicate keys refused; errors name ``source``."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as error:
+        raise ValueError(f"{source}: not valid YAML/JSON: {shorten(str(error))}") from None
+
+
+def read_recipe_file(path: str) -> Any:
+    """Read a recipe file as UTF-8; a file in another encoding is an error naming it."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte {error.object[error.start : error.start + 1]!r} at offset {error.start}); "
+            "save the recipe as UTF-8"
+        ) from None
+    return parse_recipe_text(text, path)
+
+
+def shorten(text: str, limit: int = 600) -> str:
+    """``text`` cut to about ``limit`` characters, saying how long it was (a huge value is not echoed whole)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit // 2]} ...[{len(text) - limit} characters cut]... {text[-limit // 2 :]}"
+
+
 def load_recipe(recipe: str | os.PathLike | dict | Recipe) -> Recipe:
     """Read (with ``yaml.safe_load`` only) and validate a recipe from a YAML/JSON path, a YAML string or a dict.
 
@@ -86,23 +135,24 @@ def load_recipe(recipe: str | os.PathLike | dict | Recipe) -> Recipe:
     source = "<dict>"
     if isinstance(recipe, (str, os.PathLike)):
         text = str(recipe)
+        if os.path.isdir(text):
+            raise ValueError(f"{text}: is a folder; expected a recipe file (YAML or JSON)")
         if os.path.exists(text):
             source = text
-            with open(text) as handle:
-                try:
-                    data = yaml.safe_load(handle)
-                except yaml.YAMLError as error:
-                    raise ValueError(f"{source}: not valid YAML/JSON: {error}") from None
+            data = read_recipe_file(text)
         elif text.endswith((".yaml", ".yml", ".json")):
             raise ValueError(f"recipe file {text!r} does not exist")
         else:
             source = "<string>"
-            data = yaml.safe_load(text)
+            data = parse_recipe_text(text, source)
     elif isinstance(recipe, dict):
         data = copy.deepcopy(recipe)
     else:
         raise ValueError(f"recipe must be a path, a YAML string or a dict; got {type(recipe).__name__}")
-    return _validate(data, source)
+    try:
+        return _validate(data, source)
+    except ValueError as error:
+        raise ValueError(shorten(str(error))) from None
 
 
 def _validate(data: Any, source: str) -> Recipe:

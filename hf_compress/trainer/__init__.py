@@ -7,6 +7,10 @@
   projections, learned quantization scales) stepped by the Trainer's own optimizer, one mechanism for all.
 - :mod:`~hf_compress.trainer.checkpoints`: callback state in checkpoint folders (safetensors + JSON, written
   atomically) and the folder a resumed run started from.
+- :mod:`~hf_compress.trainer.resume_checks`: resume is exact or refused (state staged before the Trainer's save and
+  committed in ``on_save``; missing or damaged state and a changed config refused).
+- :mod:`~hf_compress.trainer.cleanup`: :func:`~hf_compress.trainer.cleanup.release` /
+  :func:`~hf_compress.trainer.cleanup.compression_run` take the callbacks off a model after a failed run.
 
 Nothing here uses ``gc``, stack frames, or replaces a method on a Trainer, optimizer or scheduler instance.
 """

@@ -23,6 +23,9 @@ def checkpoint_dir(args, state) -> str:
     return os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
 
 
+SAVED_TENSORS_KEY = "saved_tensors"
+
+
 def _replace_atomically(path: str, write) -> None:
     temporary = f"{path}.tmp-{os.getpid()}"
     try:
@@ -36,7 +39,8 @@ def _replace_atomically(path: str, write) -> None:
 def save_state(folder: str, name: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Write ``<name>.safetensors`` and ``<name>.json`` into ``folder`` (main process only).
 
-    The JSON goes last, so a folder with ``<name>.json`` always has the matching tensors.
+    The JSON goes last, so a folder with ``<name>.json`` always has the matching tensors; it lists the tensor names
+    (``saved_tensors``) so a missing or foreign ``.safetensors`` is caught on load.
     """
     if not is_main_process():
         return
@@ -47,23 +51,50 @@ def save_state(folder: str, name: str, tensors: dict[str, torch.Tensor], meta: d
         _replace_atomically(tensor_path, lambda path: save_file(cpu, path))
     elif os.path.exists(tensor_path):
         os.remove(tensor_path)
+    text = json.dumps({**meta, SAVED_TENSORS_KEY: sorted(tensors)}, indent=2, sort_keys=True)
 
     def write_json(path: str) -> None:
         with open(path, "w") as handle:
-            json.dump(meta, handle, indent=2, sort_keys=True)
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
 
     _replace_atomically(os.path.join(folder, f"{name}.json"), write_json)
 
 
 def load_state(folder: str, name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-    """Read back what :func:`save_state` wrote, or None when the checkpoint has no such state."""
+    """Read back what :func:`save_state` wrote, or None when the checkpoint has no such state.
+
+    Raises:
+        ValueError: naming the file, when the JSON is not valid, the tensors file is missing, truncated or damaged,
+            or it lacks tensors the JSON lists.
+    """
     meta_path = os.path.join(folder, f"{name}.json")
     if not os.path.exists(meta_path):
         return None
-    with open(meta_path) as handle:
-        meta = json.load(handle)
+    try:
+        with open(meta_path) as handle:
+            meta = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{meta_path}: damaged hf_compress state file ({type(error).__name__}: {error})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path}: damaged hf_compress state file (expected a JSON object)")
     tensor_path = os.path.join(folder, f"{name}.safetensors")
-    tensors = load_file(tensor_path) if os.path.exists(tensor_path) else {}
+    listed = meta.get(SAVED_TENSORS_KEY)
+    tensors = {}
+    if os.path.exists(tensor_path):
+        try:
+            tensors = load_file(tensor_path)
+        except Exception as error:  # safetensors raises its own SafetensorError for truncated or damaged files
+            raise ValueError(
+                f"{tensor_path}: damaged hf_compress state file ({type(error).__name__}: {error})"
+            ) from None
+    elif listed:
+        raise ValueError(f"{tensor_path}: missing; {meta_path} lists {len(listed)} tensors stored in it")
+    if listed is not None:
+        absent = sorted(set(listed) - set(tensors))
+        if absent:
+            raise ValueError(f"{tensor_path}: lacks tensors {absent[:4]} that {meta_path} lists")
     return tensors, meta
 
 

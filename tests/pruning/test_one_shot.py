@@ -233,3 +233,47 @@ def test_two_stage_recipe_one_shot_then_sparsegpt_criterion_keeps_the_first_zero
         weight = weight_out_in(modules[name].weight.detach(), modules[name])
         assert not (weight[~first_keep] != 0).any(), f"{name}: a one-shot zero came back"
         assert float((weight == 0).float().mean()) == pytest.approx(0.5, abs=2e-3), name
+
+
+def _calibration(n=2):
+    return [{key: value[None] for key, value in LMDataset(n=n)[i].items()} for i in range(n)]
+
+
+def test_one_shot_is_all_or_nothing_when_a_later_block_fails():
+    model = tiny_llama()
+    with torch.no_grad():
+        model.model.layers[1].input_layernorm.weight[0] = float("nan")  # block 0 prunes, block 1 sees NaN inputs
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises((ValueError, RuntimeError), match=r"prune_one_shot failed at model\.layers\.1") as error:
+        prune_one_shot(model, _calibration(), sparsity=0.5)
+    assert "every weight is back as it was" in str(error.value)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0, equal_nan=True, msg=key)
+
+
+def test_a_nan_target_weight_is_refused_naming_the_module_before_any_change():
+    model = tiny_llama()
+    with torch.no_grad():
+        model.model.layers[1].mlp.up_proj.weight[0, 0] = float("nan")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"model\.layers\.1\.mlp\.up_proj: the weight holds NaN"):
+        prune_one_shot(model, _calibration(), sparsity=0.5)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0, equal_nan=True, msg=key)
+
+
+@pytest.mark.parametrize(
+    "batches, message",
+    [
+        ([torch.zeros(1, 4, dtype=torch.long)], r"calibration_batches\[0\]: expected a dict of model inputs"),
+        ([{"text": "hello"}], r"calibration_batches\[0\]: holds no tensor model inputs"),
+        ([{"input_ids": torch.full((1, 4), 10_000)}], r"calibration_batches\[0\]: the model's forward failed"),
+    ],
+)
+def test_bad_calibration_batches_give_a_clear_error(batches, message):
+    model = tiny_llama()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=message):
+        prune_one_shot(model, batches, sparsity=0.5)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key

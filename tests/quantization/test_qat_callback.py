@@ -181,7 +181,7 @@ def test_per_token_activations_and_cpu_bf16_autocast(tmp_path):
     assert model.config.hf_compress_quantization["activations"]["granularity"] == "per_token"
 
 
-def test_save_and_resume_restore_scales_observers_and_optimizer(tmp_path):
+def test_save_and_resume_restore_scales_observers_and_optimizer(tmp_path, monkeypatch):
     config = dict(weight_bits=4, granularity="per_group", group_size=8, quantizer="lsq", activations="per_tensor")
     common = dict(max_steps=10, save_strategy="steps", save_steps=5, output_dir=tmp_path / "a")
     straight = tiny_llama()
@@ -206,8 +206,13 @@ def test_save_and_resume_restore_scales_observers_and_optimizer(tmp_path):
         assert torch.allclose(module.hf_compress_qparams.scale, other.hf_compress_qparams.scale, atol=1e-7), name
         assert torch.allclose(module.hf_compress_act_qparams.scale, other.hf_compress_act_qparams.scale), name
 
-    # resuming without the QAT state would differ: the restored state matters
+    # without the QAT state the resume is refused, naming the folder and the file; started fresh on purpose, it differs
     os.remove(checkpoint / "hf_compress_qat.json")
+    with pytest.raises(ValueError, match=r"checkpoint-\d+.*hf_compress_qat\.json"):
+        train(
+            tiny_llama(), QATConfig(**config, freeze_observers=0.8), **common, resume_from_checkpoint=str(checkpoint)
+        )
+    monkeypatch.setenv("HF_COMPRESS_ALLOW_RESUME_CONFIG_CHANGE", "1")
     fresh = tiny_llama()
     train(fresh, QATConfig(**config, freeze_observers=0.8), **common, resume_from_checkpoint=str(checkpoint))
     name = "model.layers.0.mlp.down_proj"

@@ -161,3 +161,18 @@ def test_discovery_is_lazy_and_happens_once():
     assert get_registry() is first
     reset_registry()
     assert get_registry() is not first
+
+
+def test_plugin_registration_is_all_or_nothing():
+    _require_testplugin()
+    listing, _ = plugins_json(HF_COMPRESS_TESTPLUGIN_CLASH="1")
+    # the plugin registered `step` before its `cubic` collided: neither stays
+    assert "step" not in names_of(listing, "schedule")
+    assert names_of(listing, "schedule")["cubic"]["distribution"] == "hf-compress"
+    assert [b["entry_point"] for b in listing["broken"]] == ["testplugin"]
+
+
+def test_replacing_a_builtin_on_purpose_is_logged():
+    _require_testplugin()
+    _, stderr = plugins_json(HF_COMPRESS_TESTPLUGIN_CLASH="replace")
+    assert "schedule 'cubic' from hf-compress-testplugin" in stderr and "replaces the one from hf-compress" in stderr
