@@ -169,6 +169,7 @@ class PruningCallback(TrainerCallback):
         self.start_step, self.end_step = resolve_start_end(self.config.start, self.config.end, state.max_steps)
         self.modules, self.groups = self._resolve(model)
         criterion_cls = get_registry().get("pruning_criterion", self.config.criterion)
+        self._refuse_unsupported_engine(criterion_cls)
         # PEFT: LoRA updates over pruned base layers are masked too (no-op for other models)
         peft_lora_hooks.attach_pruning(
             model, self.modules, lambda name: self.masks.get(name), needs_weight_gradients=criterion_cls.uses_gradients
@@ -198,6 +199,22 @@ class PruningCallback(TrainerCallback):
         apply_masks_(self.modules, self.masks)
         return control
 
+    def _refuse_unsupported_engine(self, criterion_cls) -> None:
+        """DeepSpeed steps the optimizer inside backward, so no callback event sees gradients: refuse what needs them."""
+        if distributed.gradients_visible_to_callbacks(module.weight for module in self.modules.values()):
+            return
+        needs = []
+        if criterion_cls.uses_gradients:
+            needs.append(f"criterion={self.config.criterion!r} (it reads gradients)")
+        if self.config.mask_gradients:
+            needs.append("mask_gradients=True")
+        if needs:
+            raise ValueError(
+                f"{' and '.join(needs)}: not supported under DeepSpeed ZeRO, whose engine.step() consumes the "
+                "gradients inside backward, before any callback event; use criterion 'magnitude', 'sparsegpt' or "
+                "'random' with mask_gradients=False (masks still reach the fp32 master after every step)"
+            )
+
     def _measure_initial_sparsity(self) -> None:
         pooled_pruned = pooled_total = 0
         for group in self.groups:
@@ -217,7 +234,8 @@ class PruningCallback(TrainerCallback):
 
     # ---------------------------------------------------------------- mask updates
     def _module_scores(self, group: _Group) -> dict[str, torch.Tensor]:
-        return {name: self.criterion.scores(name, self.modules[name]) for name in group.modules}
+        with distributed.gathered_weights(self.modules[name] for name in group.modules):  # ZeRO-3: this group only
+            return {name: self.criterion.scores(name, self.modules[name]) for name in group.modules}
 
     def _unit_scores(self, group: _Group, scores: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, int]:
         """Unit scores of a group (``-inf`` = already pruned); ``scores=None`` gives zeros (for counting only)."""
@@ -281,7 +299,8 @@ class PruningCallback(TrainerCallback):
         self._agree_across_ranks()
         if self.criterion.updates_weights:  # e.g. sparsegpt: compensate the removed weights with the kept ones
             for name, module in self.modules.items():
-                self.criterion.update_weights(name, module, self.masks[name])
+                with distributed.gathered_weights([module]):
+                    self.criterion.update_weights(name, module, self.masks[name])
         self.last_update_step = step
         self._refresh_statistics()
 
