@@ -134,5 +134,7 @@ from hf_compress.distributed_engines import (  # noqa: E402, F401
     gradients_visible_to_callbacks,
     map_weight_,
     multiply_weight_,
+    supports_partial_forward,
     weight_shape,
+    weights_swappable_in_forward,
 )

@@ -54,6 +54,18 @@ def gradients_visible_to_callbacks(params: Iterable[torch.Tensor]) -> bool:
     return deepspeed_zero_stage(params) is None
 
 
+def supports_partial_forward(params: Iterable[torch.Tensor]) -> bool:
+    """False under ZeRO-3: its parameter prefetcher records the module order of the first forward and fails a later
+    forward that stops early (as block-by-block calibration does)."""
+    return deepspeed_zero_stage(params) != 3
+
+
+def weights_swappable_in_forward(params: Iterable[torch.Tensor]) -> bool:
+    """False under ZeRO-3: a partitioned weight is materialised only inside DeepSpeed's own module hooks, so a
+    forward that puts another tensor in its place (fake quantization) breaks the partitioning."""
+    return deepspeed_zero_stage(params) != 3
+
+
 def weight_shape(param: torch.Tensor) -> torch.Size:
     """The parameter's full shape, also for a ZeRO-3 parameter outside a gather and for an FSDP2 shard."""
     if is_zero3_parameter(param):

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
+from hf_compress import distributed
 from hf_compress.checkpoint_state import checkpoint_dir, load_state, resume_folder, save_state
 from hf_compress.config_base import resolve_step
 from hf_compress.distributed import all_reduce_mean_, is_sharded, unwrap_model
@@ -133,6 +134,11 @@ class QATCallback(TrainerCallback):
         targets = find_target_modules(model, config.targets, config.exclude)
         if not targets:
             raise ValueError("targets: QATCallback found no Linear/Conv1D module to quantize in the model")
+        if not distributed.weights_swappable_in_forward(module.weight for module in targets.values()):
+            raise ValueError(
+                "QATCallback: not supported under DeepSpeed ZeRO-3, whose partitioned weights cannot be swapped for "
+                "fake-quantized ones in the forward; use ZeRO-2 (or DDP / FSDP2)"
+            )
         peft_lora_hooks.attach_qat(model, targets)  # PEFT: quantize W + BA, not W alone (no-op for other models)
         spec = config.weight_spec()
         quantizer_cls = get_registry().get("quantizer", config.quantizer)
@@ -260,6 +266,12 @@ class QATCallback(TrainerCallback):
         params = self._learnable_parameters()
         if not params:
             return
+        if not distributed.gradients_visible_to_callbacks(record.module.weight for record in self.modules.values()):
+            raise ValueError(
+                f"quantizer={self.config.quantizer!r} learns scales, whose gradients must be averaged across ranks "
+                "before the step; DeepSpeed ZeRO steps inside backward, before any callback event. Use "
+                "quantizer='int' under DeepSpeed"
+            )
         inner = optimizer
         while isinstance(getattr(inner, "optimizer", None), torch.optim.Optimizer):  # accelerate's wrapper
             inner = inner.optimizer

@@ -1,10 +1,12 @@
-"""Run under ``torchrun --nproc_per_node 2 deepspeed_pruning.py OUT_DIR STAGE [PATTERN SCOPE]`` (CPU, gloo).
+"""Run under ``torchrun --nproc_per_node 2 deepspeed_pruning.py OUT_DIR STAGE [CASE,CASE,...]`` (CPU, gloo).
 
-STAGE is 0 (plain DDP, the reference), 2 or 3 (DeepSpeed ZeRO through ``TrainingArguments(deepspeed=...)``).
-Trains a tiny Llama with ``PruningCallback`` for 8 steps, saving a checkpoint at step 4, then resumes a second
-Trainer from that checkpoint to step 8. Each rank writes OUT_DIR/rank<r>.json: at every mask update a SHA-256 of
-the masks and whether every pruned weight is zero in the optimizer's fp32 master (DeepSpeed) and in the module;
-then the final sparsity. Rank 0 writes OUT_DIR/final.safetensors and OUT_DIR/resumed.safetensors (whole model).
+STAGE is 0 (plain DDP, the reference), 2 or 3 (DeepSpeed ZeRO through ``TrainingArguments(deepspeed=...)``), or
+-2 / -3 when ``accelerate launch --config_file examples/accelerate/deepspeed_zero{2,3}.yaml`` set DeepSpeed up.
+For each case (criterion x pattern x scope, one-shot) trains a tiny Llama with ``PruningCallback`` for 8 steps,
+saving a checkpoint at step 4, then resumes a second Trainer from that checkpoint to step 8. Each rank writes
+OUT_DIR/rank<r>.json: per case, at every mask update a SHA-256 of the masks and whether every pruned weight is zero
+in the optimizer's fp32 master (DeepSpeed) and in the module; then the final sparsity. Rank 0 writes the whole
+model as OUT_DIR/<case>.final.safetensors and OUT_DIR/<case>.resumed.safetensors.
 tests/engines/test_deepspeed.py compares them.
 """
 
@@ -22,22 +24,31 @@ from safetensors.torch import save_file  # noqa: E402
 from transformers import Trainer, TrainerCallback  # noqa: E402
 
 from conftest import dataset_for, tiny_llama, training_args  # noqa: E402
-from hf_compress import PruningCallback, PruningConfig, distributed  # noqa: E402
+from hf_compress import (  # noqa: E402
+    DistillationCallback,
+    DistillationConfig,
+    L1RegularizationCallback,
+    L1RegularizationConfig,
+    OneShotPruningCallback,
+    PruningCallback,
+    PruningConfig,
+    QATCallback,
+    QATConfig,
+    distributed,
+)  # noqa: E402
 
 STEPS, SAVE_AT = 8, 4
 
 
-def deepspeed_config(stage: int) -> dict | None:
-    if stage == 0:
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "accelerate")
+
+
+def deepspeed_config(stage: int) -> str | None:
+    """The example's DeepSpeed JSON (``zero_allow_untested_optimizer``: the Trainer's torch AdamW, no DeepSpeed op
+    to compile; ``stage3_param_persistence_threshold: 0``: even tiny weights are partitioned)."""
+    if stage <= 0:  # 0: plain DDP; -2 / -3: DeepSpeed set up by `accelerate launch --config_file ...`
         return None
-    return {
-        "zero_optimization": {"stage": stage, "stage3_param_persistence_threshold": 0},
-        "zero_allow_untested_optimizer": True,  # the Trainer's torch AdamW: no DeepSpeed op to compile
-        "train_micro_batch_size_per_gpu": "auto",
-        "train_batch_size": "auto",
-        "gradient_accumulation_steps": "auto",
-        "gradient_clipping": "auto",
-    }
+    return os.path.join(EXAMPLES, f"deepspeed_zero{stage}.json")
 
 
 def masks_digest(masks: dict[str, torch.Tensor]) -> str:
@@ -96,50 +107,90 @@ def whole_model(model) -> dict[str, torch.Tensor]:
         return {name: p.detach().clone().contiguous() for name, p in model.named_parameters()}
 
 
-def train(out_dir: str, stage: int, pattern: str, scope: str, resume: str | None = None):
+HOLD = {"schedule": "one_shot", "start": 0, "end": 0}  # keeps the one-shot zeros
+CASES = {  # name -> (PruningConfig overrides, a callback run first: OneShotPruningCallback method, l1, kd, qat, or None)
+    "magnitude_unstructured_layer": ({}, None),
+    "magnitude_2:4_global": ({"pattern": "2:4", "scope": "global"}, None),
+    "magnitude_row_global": ({"pattern": "row", "scope": "global"}, None),
+    "magnitude_head_layer": ({"pattern": "head"}, None),  # one of the two KV groups of each layer
+    "sparsegpt_unstructured_global": ({"criterion": "sparsegpt", "scope": "global"}, None),
+    "one_shot_magnitude": (HOLD, "magnitude"),
+    "one_shot_sparsegpt": (HOLD, "sparsegpt"),  # refused under ZeRO-3 (see refusals)
+    "l1_and_magnitude": ({"targets": [r"mlp"]}, "l1"),  # L1RegularizationCallback on the attention weights
+    "distillation_and_magnitude": ({}, "kd"),  # DistillationCallback, a replicated teacher
+    "qat_and_magnitude": ({}, "qat"),  # QATCallback int8 (refused under ZeRO-3, see refusals)
+}
+
+
+def train(out_dir: str, stage: int, case: str, resume: str | None = None):
     records: list[dict] = []
-    config = PruningConfig(
-        target_sparsity=0.5, pattern=pattern, scope=scope, schedule="cubic", start=0, end=6, frequency=2
-    )
-    pruning = PruningCallback(config)
+    overrides, one_shot = CASES[case]
+    values = dict(target_sparsity=0.5, schedule="cubic", start=0, end=6, frequency=2)
+    values.update(overrides)
+    pruning = PruningCallback(PruningConfig(**values))
+    callbacks = [pruning, MaskProbe(pruning, records)]
+    if one_shot == "l1":
+        config = L1RegularizationConfig(l1_lambda=20.0, targets=[r"self_attn"])
+        callbacks.insert(0, L1RegularizationCallback(config))
+    elif one_shot == "kd":
+        callbacks.insert(0, DistillationCallback(tiny_llama(1), DistillationConfig(loss="kl", alpha=0.5)))
+    elif one_shot == "qat":
+        callbacks.append(QATCallback(QATConfig(weight_bits=8, start=2)))
+    elif one_shot:
+        callbacks.insert(0, OneShotPruningCallback(sparsity=0.5, method=one_shot, calibration_batches=2))
     model = tiny_llama(0)
     args = training_args(
-        os.path.join(out_dir, "run"),
+        os.path.join(out_dir, case),
         max_steps=STEPS,
         per_device_train_batch_size=4,
         save_strategy="steps",
         save_steps=SAVE_AT,
         deepspeed=deepspeed_config(stage),
     )
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=dataset_for("llama", n=64),
-        callbacks=[pruning, MaskProbe(pruning, records)],
-    )
+    trainer = Trainer(model=model, args=args, train_dataset=dataset_for("llama", n=64), callbacks=callbacks)
     trainer.train(resume_from_checkpoint=resume)
     weights = whole_model(model)
     sparsity = 1 - sum(int(m.sum()) for m in pruning.masks.values()) / sum(m.numel() for m in pruning.masks.values())
-    return records, weights, sparsity, trainer
+    return records, weights, sparsity, type(trainer.model_wrapped).__name__
 
 
-def main(out_dir: str, stage: int, pattern: str, scope: str) -> None:
+def main(out_dir: str, stage: int, cases: list[str]) -> None:
     torch.set_num_threads(1)
-    records, weights, sparsity, trainer = train(out_dir, stage, pattern, scope)
-    checkpoint = os.path.join(out_dir, "run", f"checkpoint-{SAVE_AT}")
-    result = {"world_size": distributed.world_size(), "updates": records, "final_sparsity": sparsity}
-    result["engine"] = type(trainer.model_wrapped).__name__
-    del trainer
-    resumed_records, resumed, _, _ = train(out_dir, stage, pattern, scope, resume=checkpoint)
-    result["resumed_updates"] = resumed_records
+    results = {}
+    for case in cases:
+        records, weights, sparsity, engine = train(out_dir, stage, case)
+        checkpoint = os.path.join(out_dir, case, f"checkpoint-{SAVE_AT}")
+        resumed_records, resumed, _, _ = train(out_dir, stage, case, resume=checkpoint)
+        results[case] = {
+            "engine": engine,
+            "updates": records,
+            "resumed_updates": resumed_records,
+            "final_sparsity": sparsity,
+        }
+        if distributed.is_main_process():
+            save_file(weights, os.path.join(out_dir, f"{case}.final.safetensors"))
+            save_file(resumed, os.path.join(out_dir, f"{case}.resumed.safetensors"))
+    refusals = {}
+    if abs(stage) == 3:  # what ZeRO-3 cannot do is refused at train begin, before any step
+        for name, callback in {
+            "one_shot_sparsegpt": OneShotPruningCallback(sparsity=0.5, method="sparsegpt", calibration_batches=2),
+            "movement": PruningCallback(PruningConfig(target_sparsity=0.5, criterion="movement")),
+            "qat": QATCallback(QATConfig(weight_bits=8)),
+        }.items():
+            args = training_args(os.path.join(out_dir, name), max_steps=2, deepspeed=deepspeed_config(stage))
+            trainer = Trainer(
+                model=tiny_llama(0), args=args, train_dataset=dataset_for("llama", n=16), callbacks=[callback]
+            )
+            try:
+                trainer.train()
+                refusals[name] = None
+            except ValueError as error:
+                refusals[name] = str(error)
     with open(os.path.join(out_dir, f"rank{distributed.rank()}.json"), "w") as handle:
-        json.dump(result, handle)
-    if distributed.is_main_process():
-        save_file(weights, os.path.join(out_dir, "final.safetensors"))
-        save_file(resumed, os.path.join(out_dir, "resumed.safetensors"))
+        json.dump({"world_size": distributed.world_size(), "cases": results, "refusals": refusals}, handle)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), *(sys.argv[3:5] or ["unstructured", "layer"]))
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",") if len(sys.argv) > 3 else list(CASES))
     distributed.shutdown()
     os._exit(0)  # DeepSpeed's CPU communication backend can abort at interpreter exit
