@@ -132,6 +132,7 @@ from hf_compress.distributed_engines import (  # noqa: E402, F401
     deepspeed_zero_stage,
     gathered_weights,
     gradients_visible_to_callbacks,
+    is_partitioned,
     map_weight_,
     multiply_weight_,
     supports_partial_forward,

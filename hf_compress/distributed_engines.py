@@ -32,6 +32,14 @@ def is_zero3_parameter(param: torch.Tensor) -> bool:
     return hasattr(param, "ds_id") and hasattr(param, "ds_tensor")
 
 
+def is_partitioned(param: torch.Tensor) -> bool:
+    """Each rank holds only a piece of this parameter: an FSDP2 ``DTensor`` shard or a ZeRO-3 partition (so every
+    rank must take part in each forward, e.g. ``generate(synced_gpus=True)``)."""
+    from hf_compress.distributed import is_sharded
+
+    return is_sharded(param) or is_zero3_parameter(param)
+
+
 def has_fp32_master(param: torch.Tensor) -> bool:
     """The parameter belongs to a DeepSpeed ZeRO-1/2 (or bf16) optimizer with an fp32 master. The attribute is set on
     every rank; it is None where this rank's partition holds none of the parameter (it still joins the collective)."""

@@ -113,6 +113,13 @@ def test_zero3_through_the_accelerate_example_config(tmp_path, ddp):
     assert "method='sparsegpt'" in refusals["one_shot_sparsegpt"] and "ZeRO-3" in refusals["one_shot_sparsegpt"]
     assert "criterion='movement'" in refusals["movement"] and "DeepSpeed" in refusals["movement"]
     assert "QATCallback" in refusals["qat"] and "ZeRO-3" in refusals["qat"]
+    hallucination, expected = result["hallucination"], ddp[1]["hallucination"]
+    assert len(hallucination["evaluations"]) == 2 and len(hallucination["generations"]) == 3
+    assert hallucination["generations"] == expected["generations"]
+    for got, want in zip(hallucination["evaluations"], expected["evaluations"]):
+        assert got.keys() == want.keys() and any("hallucination" in key for key in got)
+        for key in got:
+            assert got[key] == pytest.approx(want[key], abs=1e-6), key
 
 
 def test_zero2_through_training_arguments(tmp_path, ddp):

@@ -84,10 +84,16 @@ class MaskProbe(TrainerCallback):
     def __init__(self, pruning: PruningCallback, records: list[dict]):
         self.pruning, self.records = pruning, records
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0 and self.pruning.last_update_step == 0:  # a step-0 (or one-shot) update
+            self.probe(0)
+
     def on_optimizer_step(self, args, state, control, **kwargs):
         step = state.global_step + 1
-        if self.pruning.last_update_step != step:
-            return
+        if self.pruning.last_update_step == step:
+            self.probe(step)
+
+    def probe(self, step: int) -> None:
         checks = [probe_master(self.pruning.modules[name], mask) for name, mask in sorted(self.pruning.masks.items())]
         self.records.append(
             {
@@ -154,6 +160,41 @@ def train(out_dir: str, stage: int, case: str, resume: str | None = None):
     return records, weights, sparsity, type(trainer.model_wrapped).__name__
 
 
+def run_hallucination_eval(out_dir: str, stage: int) -> dict:
+    """HallucinationEvalCallback at two evaluations (each rank generates a share of the prompts, gathered)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "metrics"))
+    from test_hallucination_callback import OneSentence, make_tokenizer
+
+    from conftest import tiny_gpt2
+    from hf_compress import HallucinationEvalCallback
+
+    tokenizer = make_tokenizer()
+    data = OneSentence(tokenizer, n=16)
+    prompts = ["the sky is", "grass is green", "mount everest is"]  # uneven shards
+    references = [["The sky is blue."], ["Grass is green."], ["Mount Everest is 8849 metres tall."]]
+    callback = HallucinationEvalCallback(
+        prompts, references, {"max_new_tokens": 5, "do_sample": False}, generation_batch_size=1
+    )
+    args = training_args(
+        os.path.join(out_dir, "hallucination"),
+        max_steps=10,
+        learning_rate=1e-2,
+        per_device_train_batch_size=4,
+        eval_strategy="steps",
+        eval_steps=5,
+        deepspeed=deepspeed_config(stage),
+    )
+    trainer = Trainer(model=tiny_gpt2(0), args=args, train_dataset=data, eval_dataset=data, processing_class=tokenizer)
+    trainer.add_callback(callback)
+    trainer.train()
+    evaluations = [
+        {key: value for key, value in entry.items() if "hallucination" in key or key == "step"}
+        for entry in trainer.state.log_history
+        if "eval_loss" in entry
+    ]
+    return {"evaluations": evaluations, "generations": callback.last_generations}
+
+
 def main(out_dir: str, stage: int, cases: list[str]) -> None:
     torch.set_num_threads(1)
     results = {}
@@ -170,6 +211,7 @@ def main(out_dir: str, stage: int, cases: list[str]) -> None:
         if distributed.is_main_process():
             save_file(weights, os.path.join(out_dir, f"{case}.final.safetensors"))
             save_file(resumed, os.path.join(out_dir, f"{case}.resumed.safetensors"))
+    hallucination = run_hallucination_eval(out_dir, stage) if stage in (0, 3, -3) else None
     refusals = {}
     if abs(stage) == 3:  # what ZeRO-3 cannot do is refused at train begin, before any step
         for name, callback in {
@@ -187,7 +229,8 @@ def main(out_dir: str, stage: int, cases: list[str]) -> None:
             except ValueError as error:
                 refusals[name] = str(error)
     with open(os.path.join(out_dir, f"rank{distributed.rank()}.json"), "w") as handle:
-        json.dump({"world_size": distributed.world_size(), "cases": results, "refusals": refusals}, handle)
+        record = {"world_size": distributed.world_size(), "cases": results, "refusals": refusals}
+        json.dump({**record, "hallucination": hallucination}, handle)
 
 
 if __name__ == "__main__":
