@@ -171,10 +171,13 @@ def report(out: Path) -> str:
 
     ranks = {s: [json.loads((out / f"rank{r}_stage{s}.json").read_text()) for r in range(2)] for s in (0, 2, 3)}
     reference = torch.load(out / "weights0.pt")
-    diffs = {}
+    diffs, flips, rest = {}, {}, {}
     for stage in (2, 3):
         weights = torch.load(out / f"weights{stage}.pt")
         diffs[stage] = max(float((weights[k] - reference[k]).abs().max()) for k in reference)
+        flipped = {k: (weights[k] == 0) != (reference[k] == 0) for k in reference}
+        flips[stage] = sum(int(f.sum()) for f in flipped.values())
+        rest[stage] = max(float((weights[k] - reference[k]).abs()[~flipped[k]].max()) for k in reference)
     numel = sum(v.numel() for v in reference.values())
     zero3 = ranks[3]
     peak_fractions = [p / r["rank_weight_bytes"] for r in zero3 for _, p in r["update_peaks"]]
@@ -199,11 +202,18 @@ def report(out: Path) -> str:
         f"PruningCallback magnitude, global scope, 50%, cubic to step 12, update every 4 steps, {DIFF_STEPS} steps, "
         "same global batch.",
         "",
-        "| engine | max abs diff vs DDP (every parameter) | final sparsity |",
-        "|---|---:|---:|",
-        f"| ZeRO-2 | {diffs[2]:.2e} | {ranks[2][0]['sparsity']:.4f} |",
-        f"| ZeRO-3 | {diffs[3]:.2e} | {ranks[3][0]['sparsity']:.4f} |",
-        f"| DDP | 0 | {ranks[0][0]['sparsity']:.4f} |",
+        "| engine | max abs diff vs DDP (every parameter) | weights pruned in one run only | max abs diff elsewhere "
+        "| final sparsity |",
+        "|---|---:|---:|---:|---:|",
+        f"| ZeRO-2 | {diffs[2]:.2e} | {flips[2]} of {numel} | {rest[2]:.2e} | {ranks[2][0]['sparsity']:.4f} |",
+        f"| ZeRO-3 | {diffs[3]:.2e} | {flips[3]} of {numel} | {rest[3]:.2e} | {ranks[3][0]['sparsity']:.4f} |",
+        f"| DDP | 0 | 0 | 0 | {ranks[0][0]['sparsity']:.4f} |",
+        "",
+        "The engines sum gradients in a different order than DDP, so weights drift at float-rounding level; Adam "
+        "turns that into up to ~1e-5 on weights with tiny gradients (more on rarely seen embedding rows), and a "
+        "weight sitting at the global magnitude threshold can then fall on the other side of it (the column of "
+        "weights pruned in one run only). The 2-process CI tests on the tiny Llama see no such tie: identical masks "
+        "at every update, final weights within 4e-8 of DDP.",
         "",
         "## Peak memory per rank during a global mask update (ZeRO-3)",
         "",
@@ -243,12 +253,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", type=int, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "_work" / "deepspeed")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the results file from --out")
     options = parser.parse_args()
     if options.worker is not None:
         worker(options.worker, options.out)
         return
     options.out.mkdir(parents=True, exist_ok=True)
-    for stage in (0, 2, 3):
+    for stage in () if options.report_only else (0, 2, 3):
         launch(stage, options.out)
     text = report(options.out)
     RESULTS.write_text(text)
