@@ -157,3 +157,19 @@ def shard_like(full: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     if index < len(chunks):
         return chunks[index]
     return full[:0]
+
+
+# Engine-aware weight access (DeepSpeed ZeRO-1/2/3, FSDP2) lives in hf_compress/distributed_engines.py
+from hf_compress.distributed_engines import (  # noqa: E402, F401
+    copy_weight_,
+    deepspeed_offload_devices,
+    deepspeed_zero_stage,
+    gathered_weights,
+    gradients_visible_to_callbacks,
+    is_partitioned,
+    map_weight_,
+    multiply_weight_,
+    supports_partial_forward,
+    weight_shape,
+    weights_swappable_in_forward,
+)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from hf_compress.distributed import unwrap_model
+from hf_compress.distributed import unwrap_model, weight_shape
 
 try:  # transformers keeps GPT-2's transposed linear here
     from transformers.pytorch_utils import Conv1D
@@ -34,7 +34,8 @@ def is_conv1d(module: nn.Module) -> bool:
 def in_out_features(module: nn.Module) -> tuple[int, int]:
     """``(in_features, out_features)`` of a Linear or a Conv1D."""
     if is_conv1d(module):
-        return module.weight.shape[0], module.weight.shape[1]
+        shape = weight_shape(module.weight)  # also outside a ZeRO-3 gather
+        return shape[0], shape[1]
     return module.in_features, module.out_features
 
 

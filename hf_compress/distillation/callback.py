@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
+from hf_compress import distributed
 from hf_compress.distillation.config import DistillationConfig
 from hf_compress.distillation.models import (  # noqa: F401 (load_teacher, probe_model, is_causal_lm: public here too)
     STUDENT_ONLY_INPUTS,
@@ -148,6 +149,12 @@ class DistillationCallback(TrainerCallback):
         self.objective.causal = self._causal
         self._check_models(student, device)
         if self.projections is not None:
+            if not distributed.gradients_visible_to_callbacks(student.parameters()):
+                raise ValueError(
+                    "layer_map: its learned projections join the optimizer in on_pre_optimizer_step, which DeepSpeed "
+                    "ZeRO reaches only after its own step; under DeepSpeed map layers of equal width or use logit "
+                    "losses only"
+                )
             if optimizer is None:
                 raise ValueError(
                     "DistillationCallback needs the Trainer's optimizer at train start to train projections"

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from hf_compress.distributed import all_gather_objects, is_sharded, rank, unwrap_model, world_size
+from hf_compress.distributed import all_gather_objects, is_partitioned, rank, unwrap_model, world_size
 from hf_compress.metrics.config import HallucinationConfig
 from hf_compress.metrics.scoring import score_hallucination, validate_inputs
 from hf_compress.trainer.logs import add_to_logs
@@ -173,7 +173,7 @@ class HallucinationEvalCallback(TrainerCallback):
         per_process = math.ceil(len(self.prompts) / processes)
         padded = mine + [mine[0] if mine else 0] * (per_process - len(mine))  # equal work keeps sharded models in step
         kwargs = dict(self.generation_kwargs)
-        if processes > 1 and any(is_sharded(parameter) for parameter in model.parameters()):
+        if processes > 1 and any(is_partitioned(parameter) for parameter in model.parameters()):
             kwargs.setdefault("synced_gpus", True)
         was_training = model.training
         model.eval()

@@ -21,7 +21,9 @@ hand-written loop.
 
 Under DDP every rank computes the masks from identical weights and all-reduced criterion statistics; a checksum of
 the masks is compared across ranks after each update and, should they ever differ, rank 0's masks are broadcast
-(counted in ``mask_divergences``).
+(counted in ``mask_divergences``). Under DeepSpeed ZeRO-2/3 the same holds; scores are read one group at a time
+inside a gather (:func:`hf_compress.distributed.gathered_weights`) and every mask write also reaches the optimizer's
+fp32 master. DeepSpeed steps inside backward, so options that read gradients are refused there.
 
 ```python
 from hf_compress import PruningCallback, PruningConfig

@@ -140,6 +140,7 @@ class GradualPruner:
         warn_if_schedule_outruns(config, self.start_step, self.end_step, total_steps)
         self.modules, self.groups = resolve_groups(model, config)
         criterion_cls = get_registry().get("pruning_criterion", config.criterion)
+        refuse_unsupported_engine(config, criterion_cls, self.modules)
         # PEFT: LoRA updates over pruned base layers are masked too (no-op for other models)
         peft_lora_hooks.attach_pruning(
             model, self.modules, lambda name: self.masks.get(name), needs_weight_gradients=criterion_cls.uses_gradients
@@ -180,10 +181,11 @@ class GradualPruner:
 
     # ---------------------------------------------------------------- mask updates
     def _module_scores(self, group: _Group) -> dict[str, torch.Tensor]:
-        scores = {name: self.criterion.scores(name, self.modules[name]) for name in group.modules}
-        for name in set(scores) - self._scores_checked:  # plugin output is checked once, at its first use
-            check_criterion_scores(self.config.criterion, name, self.modules[name], scores[name])
-            self._scores_checked.add(name)
+        with distributed.gathered_weights(self.modules[name] for name in group.modules):  # ZeRO-3: this group only
+            scores = {name: self.criterion.scores(name, self.modules[name]) for name in group.modules}
+            for name in set(scores) - self._scores_checked:  # plugin output is checked once, at its first use
+                check_criterion_scores(self.config.criterion, name, self.modules[name], scores[name])
+                self._scores_checked.add(name)
         return scores
 
     def _unit_scores(self, group: _Group, scores: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, int]:
@@ -248,7 +250,8 @@ class GradualPruner:
         self._agree_across_ranks()
         if self.criterion.updates_weights:  # e.g. sparsegpt: compensate the removed weights with the kept ones
             for name, module in self.modules.items():
-                self.criterion.update_weights(name, module, self.masks[name])
+                with distributed.gathered_weights([module]):
+                    self.criterion.update_weights(name, module, self.masks[name])
         self.last_update_step = step
         self._refresh_statistics()
 
@@ -352,6 +355,23 @@ class GradualPruner:
 
 
 @torch.no_grad()
+def refuse_unsupported_engine(config: PruningConfig, criterion_cls, modules: dict[str, nn.Module]) -> None:
+    """DeepSpeed steps the optimizer inside backward, so no callback event sees gradients: refuse what needs them."""
+    if distributed.gradients_visible_to_callbacks(module.weight for module in modules.values()):
+        return
+    needs = []
+    if criterion_cls.uses_gradients:
+        needs.append(f"criterion={config.criterion!r} (it reads gradients)")
+    if config.mask_gradients:
+        needs.append("mask_gradients=True")
+    if needs:
+        raise ValueError(
+            f"{' and '.join(needs)}: not supported under DeepSpeed ZeRO, whose engine.step() consumes the "
+            "gradients inside backward, before any callback event; use criterion 'magnitude', 'sparsegpt' or "
+            "'random' with mask_gradients=False (masks still reach the fp32 master after every step)"
+        )
+
+
 def mask_checksum(masks: dict[str, torch.Tensor]) -> list[tuple[str, int, int, int]]:
     """A cheap fingerprint of masks: per module, kept count and index-weighted row and column sums of the mask."""
     out = []

@@ -37,7 +37,14 @@ from torch import nn
 from transformers import TrainerCallback
 
 from hf_compress.config_base import CompressionConfig, check_number, check_regex_list, check_step_spec, resolve_step
-from hf_compress.distributed import all_reduce_sum_, is_sharded, local_tensor, unwrap_model
+from hf_compress.distributed import (
+    all_reduce_sum_,
+    gathered_weights,
+    is_sharded,
+    local_tensor,
+    map_weight_,
+    unwrap_model,
+)
 from hf_compress.targets import find_target_modules
 from hf_compress.trainer.logs import add_to_logs
 
@@ -133,6 +140,7 @@ class L1RegularizationCallback(TrainerCallback):
             raise ValueError(f"config must be an L1RegularizationConfig; got {type(config).__name__}")
         self.config = config
         self.modules: dict[str, nn.Module] = {}
+        self._rates: tuple[dict[int, float], float] | None = None
         self.start_step = 0
         self.end_step: int | None = None
         self.last_threshold = 0.0
@@ -151,19 +159,31 @@ class L1RegularizationCallback(TrainerCallback):
                 f"of {total} (start={self.config.start!r}, end={self.config.end!r})"
             )
 
+    def on_step_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
+        # the rates this step will use; read now because DeepSpeed steps its scheduler inside backward
+        self._rates = (
+            _learning_rates_by_parameter(optimizer),
+            _scheduler_learning_rate(lr_scheduler, args, optimizer),
+        )
+
     def on_optimizer_step(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
         # state.global_step still counts the steps completed before the one the optimizer just took.
         if not self.is_active(state.global_step):
             return
-        learning_rates = _learning_rates_by_parameter(optimizer)
-        fallback = _scheduler_learning_rate(lr_scheduler, args)
+        learning_rates, fallback = self._rates or (
+            _learning_rates_by_parameter(optimizer),
+            _scheduler_learning_rate(lr_scheduler, args, optimizer),
+        )
+        if not any(id(module.weight) in learning_rates for module in self.modules.values()):
+            learning_rates = {}  # DeepSpeed's optimizer holds flat partitions, not the module weights
         largest = 0.0
         for module in self.modules.values():
             weight = module.weight
-            if learning_rates and id(weight) not in learning_rates:
+            if (learning_rates and id(weight) not in learning_rates) or not weight.requires_grad:
                 continue  # frozen: the optimizer does not train it, so it is not regularised either
             threshold = self.config.l1_lambda * learning_rates.get(id(weight), fallback)
-            soft_threshold_(local_tensor(weight.data), threshold)
+            # every copy: FSDP2 shard, ZeRO partition and fp32 master
+            map_weight_(weight, lambda values, threshold=threshold: soft_threshold_(values, threshold))
             largest = max(largest, threshold)
         self.last_threshold = largest
 
@@ -188,10 +208,11 @@ class L1RegularizationCallback(TrainerCallback):
         sharded = False
         with torch.no_grad():
             for module in self.modules.values():
-                weight = module.weight
-                sharded = sharded or is_sharded(weight)
-                zeros += (local_tensor(weight) == 0).sum().to(zeros.device, torch.float64)
-                total += weight.numel()
+                with gathered_weights([module]):  # ZeRO-3: one module at a time
+                    weight = module.weight
+                    sharded = sharded or is_sharded(weight)
+                    zeros += (local_tensor(weight) == 0).sum().to(zeros.device, torch.float64)
+                    total += weight.numel()
         if sharded:
             device = local_tensor(next(iter(self.modules.values())).weight).device
             zeros = all_reduce_sum_(zeros.to(device)).cpu()
@@ -210,7 +231,10 @@ def _learning_rates_by_parameter(optimizer) -> dict[int, float]:
     return rates
 
 
-def _scheduler_learning_rate(lr_scheduler, args) -> float:
+def _scheduler_learning_rate(lr_scheduler, args, optimizer=None) -> float:
+    groups = getattr(optimizer, "param_groups", None) or []
+    if groups and "lr" in groups[0]:  # the rate in force (DeepSpeed: its groups hold flat partitions)
+        return float(groups[0]["lr"])
     if lr_scheduler is not None and hasattr(lr_scheduler, "get_last_lr"):
         try:
             return float(lr_scheduler.get_last_lr()[0])

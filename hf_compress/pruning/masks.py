@@ -3,7 +3,8 @@
 A mask is a ``torch.bool`` tensor in the uniform ``[out_features, in_features]`` layout (True = the weight is kept),
 one byte per weight (not bit-packed). GPT-2's ``Conv1D`` stores its weight as ``[in, out]``: the functions here
 transpose for it. Under FSDP2 the weight is a ``DTensor`` shard; the mask (always the full tensor) is cut to the rows
-this rank holds with :func:`hf_compress.distributed.shard_like`.
+this rank holds with :func:`hf_compress.distributed.shard_like`. Under DeepSpeed ZeRO the writes also reach the
+optimizer's fp32 master (:func:`hf_compress.distributed.multiply_weight_`).
 
 Other techniques reuse these: QAT keeps pruned weights exactly zero with :func:`apply_masks_`, LoRA updates are
 masked with :func:`mask_in_storage_layout`.
@@ -25,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hf_compress.distributed import local_tensor, shard_like
+from hf_compress.distributed import copy_weight_, local_tensor, multiply_weight_, shard_like
 from hf_compress.targets import is_conv1d, weight_out_in
 
 
@@ -42,9 +43,7 @@ def mask_in_storage_layout(
 @torch.no_grad()
 def write_weight_(module: nn.Module, weight: torch.Tensor) -> None:
     """Copy a full ``[out, in]`` weight into the module (Conv1D: transposed; FSDP2: this rank's shard only)."""
-    storage = weight.t() if is_conv1d(module) else weight
-    local = local_tensor(module.weight.data)
-    local.copy_(shard_like(storage, module.weight).to(device=local.device, dtype=local.dtype))
+    copy_weight_(module.weight, weight.t() if is_conv1d(module) else weight)  # every copy: shards, fp32 master
 
 
 @torch.no_grad()
@@ -54,8 +53,7 @@ def apply_masks_(modules: dict[str, nn.Module], masks: dict[str, torch.Tensor]) 
         module = modules.get(name)
         if module is None:
             continue
-        local = local_tensor(module.weight.data)
-        local.mul_(mask_in_storage_layout(mask, module).to(device=local.device))
+        multiply_weight_(module.weight, mask.t() if is_conv1d(module) else mask)  # every copy: shards, fp32 master
 
 
 @torch.no_grad()
@@ -71,10 +69,11 @@ def mask_gradients_(modules: dict[str, nn.Module], masks: dict[str, torch.Tensor
 
 @torch.no_grad()
 def mask_from_weight(module: nn.Module) -> torch.Tensor:
-    """The keep mask of a module's current non-zeros, ``[out, in]`` bool (full tensor under FSDP2)."""
-    from hf_compress.distributed import full_tensor
+    """The keep mask of a module's current non-zeros, ``[out, in]`` bool (full tensor under FSDP2 and ZeRO-3)."""
+    from hf_compress.distributed import full_tensor, gathered_weights
 
-    return weight_out_in(full_tensor(module.weight.detach()), module) != 0
+    with gathered_weights([module]):
+        return weight_out_in(full_tensor(module.weight.detach()), module) != 0
 
 
 def mask_sparsity(mask: torch.Tensor) -> float:
@@ -85,5 +84,8 @@ def mask_sparsity(mask: torch.Tensor) -> float:
 @torch.no_grad()
 def module_sparsity(module: nn.Module) -> float:
     """Fraction of exact zeros in a module's weight."""
-    weight = module.weight.detach()
-    return float((weight == 0).sum()) / weight.numel()
+    from hf_compress.distributed import full_tensor, gathered_weights
+
+    with gathered_weights([module]):
+        weight = full_tensor(module.weight.detach())
+        return float((weight == 0).sum()) / weight.numel()

@@ -37,7 +37,14 @@ from torch import nn
 from transformers import TrainerCallback
 
 from hf_compress.config_base import check_choice, check_number
-from hf_compress.distributed import all_reduce_mean_, full_tensor, unwrap_model
+from hf_compress.distributed import (
+    all_reduce_mean_,
+    full_tensor,
+    gathered_weights,
+    supports_partial_forward,
+    unwrap_model,
+    weight_shape,
+)
 from hf_compress.pruning.masks import apply_masks_, mask_sparsity, module_sparsity, write_weight_
 from hf_compress.pruning.patterns import check_pattern_fits, compute_mask, pattern_final_sparsity, validate_pattern
 from hf_compress.pruning.reconstruction import reconstruct_pruned
@@ -240,15 +247,22 @@ def prune_one_shot(
         if not bool(torch.isfinite(module.weight.detach()).all()):
             raise ValueError(f"{name}: the weight holds NaN or inf values; prune_one_shot changed nothing")
     if method == "magnitude":
-        masks = {
-            name: compute_mask(weight_out_in(full_tensor(m.weight.detach()), m).abs().float(), sparsity, pattern)
-            for name, m in modules.items()
-        }
+        masks = {}
+        for name, m in modules.items():
+            with gathered_weights([m]):  # ZeRO-3: one module at a time
+                masks[name] = compute_mask(
+                    weight_out_in(full_tensor(m.weight.detach()), m).abs().float(), sparsity, pattern
+                )
         apply_masks_(modules, masks)
         return masks
     if method.lower() != "sparsegpt":
         return _criterion_masks(inner, modules, calibration_batches, sparsity, pattern, method, comparison)
 
+    if not supports_partial_forward(module.weight for module in modules.values()):
+        raise ValueError(
+            "method='sparsegpt': not supported under DeepSpeed ZeRO-3, which cannot run the block-by-block "
+            "calibration forwards; use method='magnitude', ZeRO-2, or PruningConfig(criterion='sparsegpt')"
+        )
     device = next(inner.parameters()).device
     batches = _calibration_inputs(calibration_batches, device)
     was_training, use_cache = inner.training, getattr(inner.config, "use_cache", None)
@@ -266,7 +280,8 @@ def prune_one_shot(
             for name in names:
                 current = name
                 module = modules[name]
-                weight = weight_out_in(full_tensor(module.weight.detach()), module).float()
+                with gathered_weights([module]):
+                    weight = weight_out_in(full_tensor(module.weight.detach()), module).float().clone()
                 pruned, masks[name] = reconstruct_pruned(
                     weight, hessians.pop(name), sparsity, pattern, block_size=block_size, dampening=dampening
                 )
@@ -376,8 +391,8 @@ class OneShotPruningCallback(CalibratedOneShotCallback):
 
     def before_pruning(self, model: nn.Module) -> None:
         modules = find_target_modules(unwrap_model(model), self.targets, self.exclude)
-        total = sum(m.weight.numel() for m in modules.values())
-        zeros = sum(module_sparsity(m) * m.weight.numel() for m in modules.values())
+        total = sum(weight_shape(m.weight).numel() for m in modules.values())
+        zeros = sum(module_sparsity(m) * weight_shape(m.weight).numel() for m in modules.values())
         requested = pattern_final_sparsity(self.pattern) or self.sparsity
         if total and requested > 0 and zeros / total >= requested:
             raise ValueError(

@@ -33,6 +33,7 @@ import logging
 import torch
 from transformers import TrainerCallback
 
+from hf_compress import distributed
 from hf_compress.config_base import resolve_step
 from hf_compress.distributed import all_reduce_mean_, unwrap_model
 from hf_compress.peft_support.saved_base import record_compressed_base, save_at_train_end
@@ -235,6 +236,15 @@ class QATCallback(TrainerCallback):
 
     # ------------------------------------------------------------------ set-up
     def _check_optimizer(self, optimizer) -> None:
+        if not distributed.gradients_visible_to_callbacks(
+            record.module.weight for record in self.qat.modules.values()
+        ):
+            self._teardown()
+            raise ValueError(
+                f"quantizer={self.config.quantizer!r} learns scales, whose gradients must be averaged across ranks "
+                "before the step; DeepSpeed ZeRO steps inside backward, before any callback event. Use "
+                "quantizer='int' under DeepSpeed"
+            )
         inner = optimizer
         while isinstance(getattr(inner, "optimizer", None), torch.optim.Optimizer):  # accelerate's wrapper
             inner = inner.optimizer

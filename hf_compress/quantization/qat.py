@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hf_compress.distributed import is_sharded
+from hf_compress.distributed import is_sharded, weights_swappable_in_forward
 from hf_compress.peft_support import lora_hooks as peft_lora_hooks
 from hf_compress.quantization.config import QATConfig
 from hf_compress.quantization.grid import (
@@ -122,6 +122,11 @@ class FakeQuantizedModel:
         targets = find_target_modules(model, config.targets, config.exclude)
         if not targets:
             raise ValueError("targets: QAT found no Linear/Conv1D module to quantize in the model")
+        if not weights_swappable_in_forward(module.weight for module in targets.values()):
+            raise ValueError(
+                "QATCallback / prepare_qat_: not supported under DeepSpeed ZeRO-3, whose partitioned weights cannot be "
+                "swapped for fake-quantized ones in the forward; use ZeRO-2 (or DDP / FSDP2)"
+            )
         spec = config.weight_spec()
         for name, module in targets.items():
             _check_module(name, module, spec, config.activations)
