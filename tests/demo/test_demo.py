@@ -53,9 +53,10 @@ def test_teacher_stopped_at_its_plateau_by_the_stated_rule(results):
 
 def test_student_and_dense_reference_train_the_same_steps_after_the_teacher(results):
     rows = {row["key"]: row for row in results["rows"]}
-    assert list(rows) == ["teacher", "dense_reference", "one_shot", "student"]
+    assert list(rows) == ["teacher", "dense_reference", "one_shot", "student", "shrunk"]
     steps = results["settings"]["student_steps"]
     assert rows["dense_reference"]["training_steps"] == rows["student"]["training_steps"] == steps
+    assert rows["shrunk"]["training_steps"] == steps
     assert rows["teacher"]["training_steps"] == rows["one_shot"]["training_steps"] == 0
     last_step = [entry["step"] for entry in results["dense_reference_log_history"]][-1]
     assert last_step == [entry["step"] for entry in results["students"]["student"]["log_history"]][-1] == steps
@@ -77,3 +78,12 @@ def test_demo_numbers_are_consistent(results):
     sparsities = [entry["sparsity"] for entry in history if "sparsity" in entry]
     assert sparsities == sorted(sparsities) and sparsities[-1] == pytest.approx(0.5, abs=1e-3)
     assert any("eval_hallucination_rate" in entry for entry in history)
+
+
+def test_the_shrunk_student_is_physically_smaller(results):
+    rows = {row["key"]: row for row in results["rows"]}
+    shrunk, dense = rows["shrunk"], rows["dense_reference"]
+    assert shrunk["params"] < 0.7 * dense["params"]  # half the KV groups and MLP neurons are gone, not masked
+    assert shrunk["nonzeros"] > 0.99 * shrunk["params"]  # a dense smaller model, not a sparse one
+    assert shrunk["size_bytes"] < 0.7 * dense["size_bytes"]
+    assert results["export_check_max_abs_diff"]["shrunk"] < 1e-3
