@@ -12,6 +12,7 @@ are rescaled by ``sqrt(H / H')``, which is exact up to ``eps``; LayerNorm is not
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
@@ -67,7 +68,7 @@ class Shape:
         return dict(self.__dict__)
 
 
-class Family:
+class Family(ABC):
     """Accessors for one family; subclasses name the modules."""
 
     name = ""
@@ -83,20 +84,20 @@ class Family:
     def body(self) -> nn.Module:
         return self.model.base_model
 
-    def layer_list(self) -> nn.ModuleList:
-        raise NotImplementedError
+    @abstractmethod
+    def layer_list(self) -> nn.ModuleList: ...
 
-    def set_layer_list(self, layers: nn.ModuleList) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def set_layer_list(self, layers: nn.ModuleList) -> None: ...
 
-    def layer_parts(self, layer: nn.Module) -> LayerParts:
-        raise NotImplementedError
+    @abstractmethod
+    def layer_parts(self, layer: nn.Module) -> LayerParts: ...
 
-    def embeddings(self) -> list[nn.Embedding]:
-        raise NotImplementedError
+    @abstractmethod
+    def embeddings(self) -> list[nn.Embedding]: ...
 
-    def other_norms(self) -> list[nn.Module]:
-        raise NotImplementedError
+    @abstractmethod
+    def other_norms(self) -> list[nn.Module]: ...
 
     def head_readers(self) -> list[nn.Module]:
         """Linear layers outside the layers that read the hidden state (LM head, score, pooler, classifier)."""
@@ -119,19 +120,19 @@ class Family:
                     )
         return readers
 
-    def shape(self) -> Shape:
-        raise NotImplementedError
+    @abstractmethod
+    def shape(self) -> Shape: ...
 
     def set_shape(self, shape: Shape, kept_layers: list[int]) -> None:
         """Update the config and the attributes modules keep of their sizes."""
         self.write_config(self.config, shape, kept_layers)
         self.update_modules(shape)
 
-    def write_config(self, config, shape: Shape, kept_layers: list[int] | None = None) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def write_config(self, config, shape: Shape, kept_layers: list[int] | None = None) -> None: ...
 
-    def update_modules(self, shape: Shape) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def update_modules(self, shape: Shape) -> None: ...
 
     def config_for(self, shape: Shape):
         """A copy of the model's config describing ``shape`` (the last layers dropped, for counting only)."""
