@@ -237,15 +237,33 @@ class ActivationStructureCriterion:
         return scores
 
 
-class BlockInfluenceCriterion:
-    """ShortGPT block influence: ``1 - cos(input, output)`` of each layer, averaged over tokens."""
+class _LayerScoreCriterion:
+    """Shared plumbing of the depth criteria: per-layer totals summed over ``observe`` calls."""
 
+    name = ""
     kind = "depth"
     needs_batches = True
     needs_gradients = False
 
     def __init__(self) -> None:
         self.total: torch.Tensor | None = None
+
+    def _add(self, total: torch.Tensor) -> None:
+        self.total = total if self.total is None else self.total + total
+
+    def accumulate(self, family: Family) -> None:
+        return None
+
+    def scores(self, family: Family) -> StructureScores:
+        if self.total is None:
+            raise ValueError(f"criterion {self.name!r} has seen no batches yet")
+        return StructureScores(layers=self.total.clone())
+
+
+class BlockInfluenceCriterion(_LayerScoreCriterion):
+    """ShortGPT block influence: ``1 - cos(input, output)`` of each layer, averaged over tokens."""
+
+    name = "block_influence"
 
     def observe(self, family: Family, batches: Iterable[dict]) -> None:
         layers = family.layer_list()
@@ -269,26 +287,13 @@ class BlockInfluenceCriterion:
         finally:
             for handle in handles:
                 handle.remove()
-        self.total = total if self.total is None else self.total + total
-
-    def accumulate(self, family: Family) -> None:
-        return None
-
-    def scores(self, family: Family) -> StructureScores:
-        if self.total is None:
-            raise ValueError("criterion 'block_influence' has seen no batches yet")
-        return StructureScores(layers=self.total.clone())
+        self._add(total)
 
 
-class SkipLossCriterion:
+class SkipLossCriterion(_LayerScoreCriterion):
     """Loss increase when each layer is skipped (its output replaced by its input)."""
 
-    kind = "depth"
-    needs_batches = True
-    needs_gradients = False
-
-    def __init__(self) -> None:
-        self.total: torch.Tensor | None = None
+    name = "skip_loss"
 
     def observe(self, family: Family, batches: Iterable[dict]) -> None:
         batches = list(batches)
@@ -314,15 +319,7 @@ class SkipLossCriterion:
                 total[index] = mean_loss() - base
             finally:
                 handle.remove()
-        self.total = total if self.total is None else self.total + total
-
-    def accumulate(self, family: Family) -> None:
-        return None
-
-    def scores(self, family: Family) -> StructureScores:
-        if self.total is None:
-            raise ValueError("criterion 'skip_loss' has seen no batches yet")
-        return StructureScores(layers=self.total.clone())
+        self._add(total)
 
 
 def _skip_hook(module, args, kwargs, output):
