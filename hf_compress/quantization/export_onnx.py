@@ -29,6 +29,9 @@ Every export is reloaded in an ``onnxruntime.InferenceSession`` and run on the v
 PyTorch model: ``max_abs_diff`` and ``top1_agreement`` go in the result. float32 is held to ``tolerance``; int8
 to ``min_top1_agreement``.
 
+The tracing lives in :mod:`~hf_compress.quantization.export_onnx_trace`, the ONNX Runtime sessions and
+post-training int8 in :mod:`~hf_compress.quantization.export_onnx_runtime`; this module writes and checks the export.
+
 Example:
 
 ```python
@@ -41,34 +44,40 @@ result = export(model, "out/onnx-int8", format="onnx-int8", calibration_batches=
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
-import re
 import shutil
 import tempfile
-import warnings
-from collections.abc import Iterable
 
 import torch
 from torch import nn
 
 from hf_compress import __version__
 from hf_compress.distributed import unwrap_model
+from hf_compress.quantization.export_onnx_runtime import (  # noqa: F401 (INPUT_NAMES: public here too)
+    INPUT_NAMES,
+    count_int8_matmuls,
+    inference_session,
+    ort_post_training_int8,
+    session_feed,
+    session_outputs,
+)
+from hf_compress.quantization.export_onnx_trace import (  # noqa: F401 (OnnxExportError, LogitsForward: public here too)
+    LogitsForward,
+    OnnxExportError,
+    onnx_inputs,
+    trace_to_onnx,
+)
+from hf_compress.quantization.export_options import ExportResult, ExportVerificationError
 from hf_compress.quantization.export_source import copy_for_export, prepare_source, quantization_origin
 from hf_compress.quantization.export_verify import fixed_batch, model_outputs
 
 logger = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 EXPORTERS = ("torchscript", "dynamo")
 INT8_MODES = ("static", "dynamic")
 DEFAULT_OPSET = 17
-
-
-class OnnxExportError(ValueError):
-    """torch's exporter cannot trace the model; the message names the model class and the op."""
 
 
 def require_onnx(format_name: str, exporter: str = "torchscript") -> None:
@@ -80,216 +89,11 @@ def require_onnx(format_name: str, exporter: str = "torchscript") -> None:
         require_extra(package, "onnx", f"export format {format_name!r}")
 
 
-# ---------------------------------------------------------------------- tracing
-class LogitsForward(nn.Module):
-    """The model's logits as a function of positional ``input_ids, attention_mask[, token_type_ids]``."""
-
-    def __init__(self, model: nn.Module, input_names: tuple[str, ...]) -> None:
-        super().__init__()
-        self.model = model
-        self.input_names = input_names
-        self.extra = {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
-
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        values = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        output = self.model(**{name: values[name] for name in self.input_names}, **self.extra, return_dict=True)
-        logits = getattr(output, "logits", None)
-        return logits if logits is not None else output[0]
-
-
-def onnx_inputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The graph inputs, in order: ``input_ids``, ``attention_mask`` (ones when absent), ``token_type_ids`` if given."""
-    if "input_ids" not in batch:
-        raise ValueError(f"sample_inputs must hold input_ids for an ONNX export; got keys {sorted(batch)}")
-    accepted = inspect.signature(model.forward).parameters
-    inputs = {"input_ids": batch["input_ids"].long()}
-    inputs["attention_mask"] = batch.get("attention_mask", torch.ones_like(batch["input_ids"])).long()
-    if "token_type_ids" in batch and "token_type_ids" in accepted:
-        inputs["token_type_ids"] = batch["token_type_ids"].long()
-    return inputs
-
-
-def trace_to_onnx(model: nn.Module, inputs: dict[str, torch.Tensor], file: str, exporter: str, opset: int) -> None:
-    """Export ``model``'s logits forward to ``file`` with dynamic batch and sequence axes.
-
-    Raises:
-        OnnxExportError: the exporter cannot trace the model (the message names the model class and the op).
-    """
-    names = tuple(inputs)
-    wrapper = LogitsForward(model, names).eval()
-    args = tuple(inputs[name] for name in names)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            if exporter == "dynamo":
-                batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-                torch.onnx.export(
-                    wrapper,
-                    args,
-                    file,
-                    dynamo=True,
-                    input_names=list(names),
-                    output_names=["logits"],
-                    dynamic_shapes={name: {0: batch, 1: sequence} for name in names},
-                    opset_version=opset,
-                    verbose=False,
-                )
-            else:
-                axes = {0: "batch", 1: "sequence"}
-                torch.onnx.export(
-                    wrapper,
-                    args,
-                    file,
-                    dynamo=False,
-                    input_names=list(names),
-                    output_names=["logits"],
-                    dynamic_axes={**{name: axes for name in names}, "logits": axes},
-                    opset_version=opset,
-                    do_constant_folding=True,
-                )
-    except Exception as error:  # the exporters raise many types; the user needs the class and the op
-        message = str(error)
-        found = re.search(r"aten(?:::|\.)[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?", message)
-        op = found.group(0) if found else (message.strip().splitlines() or ["unknown"])[0][:200]
-        raise OnnxExportError(
-            f"cannot export {type(model).__name__} to ONNX with torch's {exporter} exporter (opset {opset}): "
-            f"unsupported op {op}. Try exporter={'dynamo' if exporter == 'torchscript' else 'torchscript'!r}, "
-            "a higher opset=, or another export format"
-        ) from error
-
-
-# ---------------------------------------------------------------------- ONNX Runtime
-def inference_session(file: str, threads: int | None = None):
-    """An ``onnxruntime.InferenceSession`` on CPU with all graph optimisations (``threads`` intra-op threads)."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return onnxruntime.InferenceSession(file, options, providers=["CPUExecutionProvider"])
-
-
-def session_feed(session, batch: dict[str, torch.Tensor]) -> dict:
-    """The numpy feed of ``batch`` for the session's inputs (a missing attention_mask is all ones)."""
-    names = [node.name for node in session.get_inputs()]
-    feed = {}
-    for name in names:
-        value = batch.get(name)
-        if value is None and name == "attention_mask":
-            value = torch.ones_like(batch["input_ids"])
-        if value is None:
-            raise ValueError(f"the batch has no {name!r}, an input of the ONNX model; got keys {sorted(batch)}")
-        feed[name] = value.long().cpu().numpy()
-    return feed
-
-
-def session_outputs(session, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return torch.from_numpy(session.run(None, session_feed(session, batch))[0]).float()
-
-
-# ---------------------------------------------------------------------- post-training int8 (ONNX Runtime's own)
-def _calibration_feeds(batches: Iterable, input_names: list[str]) -> list[dict]:
-    feeds = []
-    for index, batch in enumerate(batches):
-        if torch.is_tensor(batch):
-            batch = {"input_ids": batch}
-        if not isinstance(batch, dict) and hasattr(batch, "keys"):  # a tokenizer's BatchEncoding
-            batch = dict(batch)
-        if not isinstance(batch, dict) or "input_ids" not in batch:
-            raise ValueError(
-                f"calibration_batches[{index}] must be a dict with input_ids (e.g. a tokenizer's output with "
-                f"return_tensors='pt') or an input_ids tensor; got {type(batch).__name__}"
-            )
-        tensors = {key: torch.as_tensor(value) for key, value in batch.items() if key in INPUT_NAMES}
-        if "attention_mask" not in tensors:
-            tensors["attention_mask"] = torch.ones_like(tensors["input_ids"])
-        feeds.append({name: tensors[name].long().numpy() for name in input_names if name in tensors})
-    if not feeds:
-        raise ValueError("calibration_batches is empty; pass at least one batch")
-    return feeds
-
-
-class _QuietOrtQuantization(logging.Filter):
-    """onnxruntime.quantization logs per-tensor chatter on the root logger at INFO; keep its warnings only."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
-
-
-def ort_post_training_int8(float_file: str, int8_file: str, mode: str, calibration_batches, input_names) -> str:
-    """ONNX Runtime's own int8 quantization of ``float_file`` (MatMul/Gemm, int8 per-channel weights); a note."""
-    quiet = _QuietOrtQuantization()
-    logging.getLogger().addFilter(quiet)
-    try:
-        return _ort_quantize(float_file, int8_file, mode, calibration_batches, input_names)
-    finally:
-        logging.getLogger().removeFilter(quiet)
-
-
-def _ort_quantize(float_file, int8_file, mode, calibration_batches, input_names) -> str:
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
-
-    if mode == "dynamic":
-        quantize_dynamic(
-            float_file,
-            int8_file,
-            per_channel=True,
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=["MatMul", "Gemm"],
-        )
-        return "post-training int8 by onnxruntime.quantization.quantize_dynamic (per-channel int8 weights, dynamic activations)"
-    feeds = _calibration_feeds(calibration_batches, input_names)
-
-    class BatchReader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.remaining = iter(feeds)
-
-        def get_next(self):
-            return next(self.remaining, None)
-
-    quantize_static(
-        float_file,
-        int8_file,
-        BatchReader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,  # u8 x s8: ORT's fast x86 kernels (s8 x s8 QDQ ran 2.5x slower on MiniLM)
-        weight_type=QuantType.QInt8,
-        op_types_to_quantize=["MatMul", "Gemm"],
-        calibrate_method=CalibrationMethod.MinMax,
-    )
-    return (
-        f"post-training int8 by onnxruntime.quantization.quantize_static on {len(feeds)} calibration batches "
-        "(QDQ, per-channel int8 weights, per-tensor uint8 activations by min/max)"
-    )
-
-
-def count_int8_matmuls(model) -> int:
-    """MatMul/Gemm nodes that run on int8 in ``model`` (an ``onnx.ModelProto``)."""
-    initializer_types = {tensor.name: tensor.data_type for tensor in model.graph.initializer}
-    int8_types = {2, 3}  # onnx.TensorProto.UINT8, INT8
-    count = sum(1 for node in model.graph.node if node.op_type in ("MatMulInteger", "QLinearMatMul"))
-    for node in model.graph.node:
-        if node.op_type == "DequantizeLinear" and initializer_types.get(node.input[0]) in int8_types:
-            count += 1
-    return count
-
-
 # ---------------------------------------------------------------------- the export
 def export_model(model: nn.Module, path: str, export_format, settings):
     """Write ``model`` as ``path/model.onnx`` (+ ``config.json``), reload it in ONNX Runtime and check it."""
     import onnx
 
-    from hf_compress.quantization.export import ExportResult, ExportVerificationError
     from hf_compress.quantization.export_speed_report import (
         build_report,
         detect_compression,

@@ -1,0 +1,94 @@
+"""Tracing a model's logits forward into an ONNX graph with torch's exporter (TorchScript-based or dynamo).
+
+Used by :mod:`hf_compress.quantization.export_onnx`, which writes, quantizes and checks the graph.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import warnings
+
+import torch
+from torch import nn
+
+
+class OnnxExportError(ValueError):
+    """torch's exporter cannot trace the model; the message names the model class and the op."""
+
+
+class LogitsForward(nn.Module):
+    """The model's logits as a function of positional ``input_ids, attention_mask[, token_type_ids]``."""
+
+    def __init__(self, model: nn.Module, input_names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.input_names = input_names
+        self.extra = {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        values = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        output = self.model(**{name: values[name] for name in self.input_names}, **self.extra, return_dict=True)
+        logits = getattr(output, "logits", None)
+        return logits if logits is not None else output[0]
+
+
+def onnx_inputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The graph inputs, in order: ``input_ids``, ``attention_mask`` (ones when absent), ``token_type_ids`` if given."""
+    if "input_ids" not in batch:
+        raise ValueError(f"sample_inputs must hold input_ids for an ONNX export; got keys {sorted(batch)}")
+    accepted = inspect.signature(model.forward).parameters
+    inputs = {"input_ids": batch["input_ids"].long()}
+    inputs["attention_mask"] = batch.get("attention_mask", torch.ones_like(batch["input_ids"])).long()
+    if "token_type_ids" in batch and "token_type_ids" in accepted:
+        inputs["token_type_ids"] = batch["token_type_ids"].long()
+    return inputs
+
+
+def trace_to_onnx(model: nn.Module, inputs: dict[str, torch.Tensor], file: str, exporter: str, opset: int) -> None:
+    """Export ``model``'s logits forward to ``file`` with dynamic batch and sequence axes.
+
+    Raises:
+        OnnxExportError: the exporter cannot trace the model (the message names the model class and the op).
+    """
+    names = tuple(inputs)
+    wrapper = LogitsForward(model, names).eval()
+    args = tuple(inputs[name] for name in names)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            if exporter == "dynamo":
+                batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+                torch.onnx.export(
+                    wrapper,
+                    args,
+                    file,
+                    dynamo=True,
+                    input_names=list(names),
+                    output_names=["logits"],
+                    dynamic_shapes={name: {0: batch, 1: sequence} for name in names},
+                    opset_version=opset,
+                    verbose=False,
+                )
+            else:
+                axes = {0: "batch", 1: "sequence"}
+                torch.onnx.export(
+                    wrapper,
+                    args,
+                    file,
+                    dynamo=False,
+                    input_names=list(names),
+                    output_names=["logits"],
+                    dynamic_axes={**{name: axes for name in names}, "logits": axes},
+                    opset_version=opset,
+                    do_constant_folding=True,
+                )
+    except Exception as error:  # the exporters raise many types; the user needs the class and the op
+        message = str(error)
+        found = re.search(r"aten(?:::|\.)[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?", message)
+        op = found.group(0) if found else (message.strip().splitlines() or ["unknown"])[0][:200]
+        raise OnnxExportError(
+            f"cannot export {type(model).__name__} to ONNX with torch's {exporter} exporter (opset {opset}): "
+            f"unsupported op {op}. Try exporter={'dynamo' if exporter == 'torchscript' else 'torchscript'!r}, "
+            "a higher opset=, or another export format"
+        ) from error
