@@ -8,6 +8,7 @@ matched with ``re.search`` against module names as ``model.named_modules()`` pri
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 
 import torch
@@ -15,20 +16,23 @@ from torch import nn
 
 from hf_compress.distributed import unwrap_model, weight_shape
 
-try:  # transformers keeps GPT-2's transposed linear here
-    from transformers.pytorch_utils import Conv1D
-except ImportError:  # pragma: no cover
-    Conv1D = ()  # type: ignore[assignment]
+def conv1d_class() -> type[nn.Module] | None:
+    """transformers' ``Conv1D`` (GPT-2's transposed linear), or None while transformers is not imported.
 
-LINEAR_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, Conv1D) if Conv1D else (nn.Linear,)
-
-
-def is_linear(module: nn.Module) -> bool:
-    return isinstance(module, LINEAR_TYPES)
+    A module can only be a ``Conv1D`` once ``transformers.pytorch_utils`` is imported, so looking it up in
+    ``sys.modules`` keeps ``import hf_compress`` and building a config free of the transformers import.
+    """
+    module = sys.modules.get("transformers.pytorch_utils")
+    return getattr(module, "Conv1D", None)
 
 
 def is_conv1d(module: nn.Module) -> bool:
-    return bool(Conv1D) and isinstance(module, Conv1D)
+    conv1d = conv1d_class()
+    return conv1d is not None and isinstance(module, conv1d)
+
+
+def is_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or is_conv1d(module)
 
 
 def in_out_features(module: nn.Module) -> tuple[int, int]:

@@ -35,6 +35,12 @@ def test_non_finite_numbers_are_refused_naming_the_field(cls, name, bad):
         cls(**{**MINIMAL[cls], name: bad})
 
 
+@pytest.mark.parametrize("cls, name", FLOAT_FIELDS, ids=[f"{c.__name__}.{n}" for c, n in FLOAT_FIELDS])
+def test_every_float_field_has_an_upper_bound(cls, name):
+    with pytest.raises(ValueError, match=rf"^{name} must be .*in [\[(][^;]*, [0-9.]+[\])].*; got"):
+        cls(**{**MINIMAL[cls], name: 1e12})
+
+
 def test_per_layer_sparsity_must_be_finite():
     with pytest.raises(ValueError, match="per_layer"):
         PruningConfig(target_sparsity=0.5, per_layer={"mlp": float("nan")})

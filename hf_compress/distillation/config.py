@@ -28,6 +28,11 @@ from hf_compress.registry import validate_name
 HIDDEN_LOSSES = ("mse", "cosine")
 TEACHER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
+# Upper bounds: past them the softened distributions are uniform to float precision (temperature), or the hidden
+# loss drowns every other term (hidden_weight); a value that large is a typo, not a setting.
+MAX_TEMPERATURE = 100.0
+MAX_HIDDEN_WEIGHT = 1000.0
+
 
 @dataclass
 class DistillationConfig(CompressionConfig):
@@ -39,7 +44,7 @@ class DistillationConfig(CompressionConfig):
     Args:
         loss (`str`, *optional*, defaults to `"kl"`): registry name (kind ``distillation_loss``) of the logit loss:
             ``"kl"``, ``"reverse_kl"``, ``"jsd"``, ``"mse"``, ``"cosine"`` or one a plugin adds.
-        temperature (`float`, *optional*, defaults to `1.0`): softens both distributions; > 0.
+        temperature (`float`, *optional*, defaults to `1.0`): softens both distributions; in (0, 100].
         alpha (`float`, *optional*, defaults to `0.5`): weight of the distillation term, in [0, 1]. ``1.0`` also
             trains on unlabelled data (pure distillation); ``0.0`` turns distillation off (the teacher never runs).
         jsd_beta (`float`, *optional*, defaults to `0.5`): mixture weight of the generalised JSD, in (0, 1).
@@ -47,7 +52,7 @@ class DistillationConfig(CompressionConfig):
             ``hidden_states`` (0 = embedding output, i = output of block i). Checked against the models when
             training starts. Where widths differ, a learned linear projection maps the student onto the teacher.
         hidden_loss (`str`, *optional*, defaults to `"mse"`): ``"mse"`` or ``"cosine"``, for ``layer_map``.
-        hidden_weight (`float`, *optional*, defaults to `1.0`): weight of the hidden-state loss, >= 0.
+        hidden_weight (`float`, *optional*, defaults to `1.0`): weight of the hidden-state loss, in [0, 1000].
         teacher_dtype (`str`, *optional*): ``"float32"``, ``"bfloat16"`` or ``"float16"``; the teacher is cast to it
             (or loaded in it, when given as a path). Default: leave the teacher's dtype alone.
         causal_shift (`bool`, *optional*): shift logits like a causal LM's task loss (logit t is scored against
@@ -68,11 +73,11 @@ class DistillationConfig(CompressionConfig):
 
     def __post_init__(self) -> None:
         self.loss = validate_name("distillation_loss", self.loss, "loss")
-        check_number("temperature", self.temperature, low=0.0, low_inclusive=False)
+        check_number("temperature", self.temperature, low=0.0, high=MAX_TEMPERATURE, low_inclusive=False)
         check_number("alpha", self.alpha, low=0.0, high=1.0)
         check_number("jsd_beta", self.jsd_beta, low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
         self.hidden_loss = check_choice("hidden_loss", self.hidden_loss, HIDDEN_LOSSES)
-        check_number("hidden_weight", self.hidden_weight, low=0.0)
+        check_number("hidden_weight", self.hidden_weight, low=0.0, high=MAX_HIDDEN_WEIGHT)
         if self.teacher_dtype is not None:
             self.teacher_dtype = check_choice(
                 "teacher_dtype", str(self.teacher_dtype).replace("torch.", ""), TEACHER_DTYPES

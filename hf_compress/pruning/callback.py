@@ -174,7 +174,7 @@ class PruningCallback(TrainerCallback):
         return control
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self._active() and stage_state(args, state, control, STATE_NAME, *self.pruner.state()):
+        if self._active() and stage_state(args, state, control, STATE_NAME, self.pruner.state):
             self._staged_step = state.global_step
         return control
 

@@ -183,7 +183,7 @@ class QATCallback(TrainerCallback):
             self._scales.zero_grad()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.qat is not None and stage_state(args, state, control, STATE_NAME, *self._state_to_save()):
+        if self.qat is not None and stage_state(args, state, control, STATE_NAME, self._state_to_save):
             self._staged_step = state.global_step
 
     on_epoch_end = on_step_end  # an epoch-end save is decided (should_save) before this event too

@@ -33,7 +33,7 @@ class QATConfig(CompressionConfig):
         quantizer (`str`, *optional*, defaults to `"int"`): a registered ``quantizer``: ``"int"`` recomputes scales
             from the weights at every forward; ``"lsq"`` learns the scales (they join the Trainer's optimizer and are
             saved in its checkpoints). Plugins may register more (see ``hf_compress.quantization.observers``).
-        scale_learning_rate (`float`, *optional*): learning rate of learned scales; defaults to the Trainer's.
+        scale_learning_rate (`float`, *optional*): learning rate of learned scales, in (0, 1]; defaults to the Trainer's.
         activations (`str`, *optional*): quantize the inputs of the targeted layers too: ``"per_token"`` (dynamic
             scales per token) or ``"per_tensor"`` (one static scale from an EMA observer). None: weights only.
         activation_bits (`int`, *optional*, defaults to 8): activation bits, 2 to 8.
@@ -88,7 +88,8 @@ class QATConfig(CompressionConfig):
         self.scale_method = check_choice("scale_method", self.scale_method, SCALE_METHODS)
         self.quantizer = validate_name("quantizer", self.quantizer, "quantizer")
         if self.scale_learning_rate is not None:
-            check_number("scale_learning_rate", self.scale_learning_rate, low=0.0, low_inclusive=False)
+            # a learning rate above 1 moves a log-scale by more than e per step: a typo, not a setting
+            check_number("scale_learning_rate", self.scale_learning_rate, low=0.0, high=1.0, low_inclusive=False)
         if self.activations is not None:
             self.activations = check_choice("activations", self.activations, ACTIVATION_MODES)
         check_number("activation_bits", self.activation_bits, low=MIN_BITS, high=MAX_BITS, integer=True)

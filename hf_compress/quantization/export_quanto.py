@@ -39,7 +39,7 @@ from torch import nn
 
 from hf_compress.quantization.export_source import ExportSource, QuantizedLayer
 from hf_compress.quantization.grid import QuantSpec, compute_qparams, quantize
-from hf_compress.targets import Conv1D
+from hf_compress.targets import is_conv1d
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ def load(folder: str, model_class: type[nn.Module] | None = None) -> nn.Module:
 
 def _replace_with_linear(model: nn.Module, name: str, copy_weights: bool) -> None:
     conv = model.get_submodule(name)
-    if not isinstance(conv, Conv1D):
+    if not is_conv1d(conv):
         raise ValueError(f"{name} is a {type(conv).__name__}, not the Conv1D the export converted")
     in_features, out_features = conv.weight.shape
     linear = nn.Linear(

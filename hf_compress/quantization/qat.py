@@ -50,11 +50,10 @@ from hf_compress.quantization.grid import (
 )
 from hf_compress.quantization.observers import EMAMinMaxObserver
 from hf_compress.registry import get_registry
-from hf_compress.targets import Conv1D, find_target_modules, in_out_features, is_conv1d, weight_out_in
+from hf_compress.targets import conv1d_class, find_target_modules, in_out_features, is_conv1d, weight_out_in
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_FORWARDS = tuple(cls.forward for cls in (nn.Linear, Conv1D) if isinstance(cls, type))
 SUPPORTED_LAYER_NAMES = "torch.nn.Linear, transformers.pytorch_utils.Conv1D"
 
 # model -> its QAT state, so convert_(model) needs nothing but the model
@@ -302,7 +301,8 @@ def _check_module(name: str, module: nn.Module, spec: QuantSpec, activations: st
         raise ValueError(f"targets: {name} has a {weight.dtype} weight; QAT needs float weights (fp32, bf16, fp16)")
     in_features, out_features = in_out_features(module)
     spec.check_shape(out_features, in_features, where=f"module {name!r}")
-    if activations is not None and type(module).forward not in SUPPORTED_FORWARDS:
+    supported_forwards = tuple(cls.forward for cls in (nn.Linear, conv1d_class()) if cls is not None)
+    if activations is not None and type(module).forward not in supported_forwards:
         raise ValueError(
             f"activations={activations!r}: cannot quantize the input of {name} ({type(module).__module__}."
             f"{type(module).__qualname__}), which overrides forward; allowed layer types: {SUPPORTED_LAYER_NAMES} "

@@ -46,10 +46,15 @@ def staged_folder(folder: str) -> str:
     return os.path.join(parent, STAGING_DIR, base)
 
 
-def stage_state(args, state, control, name: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> bool:
-    """Stage the state of the checkpoint the Trainer is about to write (``control.should_save``); True if staged."""
+def stage_state(args, state, control, name: str, tensors_and_meta) -> bool:
+    """Stage the state of the checkpoint the Trainer is about to write (``control.should_save``); True if staged.
+
+    ``tensors_and_meta`` is a zero-argument callable returning ``(tensors, meta)``, called only when a save is due
+    (this runs at every step end).
+    """
     if not getattr(control, "should_save", False):
         return False
+    tensors, meta = tensors_and_meta()
     save_state(staged_folder(checkpoint_dir(args, state)), name, tensors, meta)
     return True
 

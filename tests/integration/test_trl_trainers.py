@@ -58,6 +58,7 @@ def dpo_trainer(tmp_path, model, max_steps=6):
         disable_tqdm=True,
         save_strategy="no",
         max_length=16,
+        bf16=False,  # TRL defaults to bf16; accelerate's state keeps that mixed precision for later Trainers on 4.57
     )
     reference = tiny_llama(seed=0).eval()  # given, so TRL does not load one by name
     return trl.DPOTrainer(

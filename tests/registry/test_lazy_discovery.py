@@ -11,7 +11,7 @@ import pytest
 PROBE = """
 import json, sys
 {build}
-print(json.dumps(sorted(m for m in sys.modules if m.startswith(("hf_compress", "sentence_transformers")))))
+print(json.dumps(sorted(m for m in sys.modules if m.startswith(("hf_compress", "sentence_transformers", "transformers", "accelerate")))))
 """
 CONFIGS = {
     "pruning": "from hf_compress.pruning.config import PruningConfig; PruningConfig(target_sparsity=0.5)",
@@ -32,6 +32,8 @@ NEVER = (
     "hf_compress.recipes.apply",
     "hf_compress_wanda.one_shot",
     "sentence_transformers",
+    "transformers",  # a config names modules by regex; it needs no model library
+    "accelerate",
 )
 
 
