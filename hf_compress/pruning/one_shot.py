@@ -5,8 +5,9 @@
 registered ``pruning_criterion`` (a plugin's too, e.g. ``"wanda"``) scores the weights after the calibration batches
 ran through the model with the criterion attached. SparseGPT runs
 block by block: the layers of transformer block ``k`` see inputs produced by blocks ``0..k-1`` as already pruned, as
-in the paper and llm-compressor. A one-shot mask is a good start for fine-tuning: hold it with
-``PruningCallback(PruningConfig(schedule="constant", ...))`` and recover with ``DistillationCallback``.
+in the paper and llm-compressor (the calibration passes are in :mod:`~hf_compress.pruning.one_shot_calibration`).
+A one-shot mask is a good start for fine-tuning: hold it with ``PruningCallback(PruningConfig(schedule="constant",
+...))`` and recover with ``DistillationCallback``.
 
 ```python
 from hf_compress import DistillationCallback, DistillationConfig, PruningCallback, PruningConfig, prune_one_shot
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -46,9 +46,14 @@ from hf_compress.distributed import (
     weight_shape,
 )
 from hf_compress.pruning.masks import apply_masks_, mask_sparsity, module_sparsity, write_weight_
+from hf_compress.pruning.one_shot_calibration import (
+    calibration_inputs,
+    group_by_block,
+    input_hessians,
+    run_calibration,
+)
 from hf_compress.pruning.patterns import check_pattern_fits, compute_mask, pattern_final_sparsity, validate_pattern
 from hf_compress.pruning.reconstruction import reconstruct_pruned
-from hf_compress.pruning.sparsegpt_criterion import SharedInputGram
 from hf_compress.registry import get_registry, validate_name
 from hf_compress.targets import find_target_modules, in_out_features, weight_out_in
 from hf_compress.trainer.logs import add_to_logs
@@ -57,21 +62,6 @@ logger = logging.getLogger(__name__)
 
 ONE_SHOT_METHODS = ("sparsegpt", "magnitude")  # plus every registered pruning_criterion
 COMPARISON_GROUPS = ("layer", "row")
-_BLOCK = re.compile(r"^(.*?\.\d+)(?:\.|$)")
-
-
-class _BlockDone(Exception):
-    """Raised after the block being calibrated ran: the rest of the forward pass is not needed."""
-
-
-def _blocks(modules: dict[str, nn.Module]) -> list[tuple[str, list[str]]]:
-    """Target module names grouped by transformer block (the first numbered path, e.g. ``model.layers.3``), in
-    forward order; modules outside numbered blocks form one group each, after the blocks."""
-    groups: dict[str, list[str]] = {}
-    for name in modules:
-        match = _BLOCK.match(name)
-        groups.setdefault(match.group(1) if match else name, []).append(name)
-    return sorted(groups.items(), key=lambda item: _BLOCK.match(item[0]) is None)
 
 
 def _check_inputs(
@@ -97,79 +87,6 @@ def _check_inputs(
     if pattern != "unstructured" and ":" not in pattern:
         raise ValueError(f"pattern must be 'unstructured' or an N:M pattern such as '2:4'; got {pattern!r}")
     return pattern
-
-
-@torch.no_grad()
-def _input_hessians(
-    model: nn.Module, names: list[str], modules: dict[str, nn.Module], batches: list[dict], block: nn.Module | None
-) -> dict[str, torch.Tensor]:
-    """``sum x x^T`` over every calibration token entering each named module (mean over ranks)."""
-    hessians = {}
-    for name in names:
-        features = in_out_features(modules[name])[0]
-        hessians[name] = torch.zeros(features, features, device=modules[name].weight.device)
-    seen: set[str] = set()
-    gram = SharedInputGram()
-
-    def accumulate(name):
-        def hook(module, inputs, output):
-            product, _ = gram(inputs[0])
-            hessians[name].add_(product.to(hessians[name].device))
-            seen.add(name)
-
-        return hook
-
-    def stop(module, inputs, output):
-        raise _BlockDone
-
-    hooks = [modules[name].register_forward_hook(accumulate(name)) for name in names]
-    if block is not None:
-        hooks.append(block.register_forward_hook(stop))
-    try:
-        for index, batch in enumerate(batches):
-            try:
-                model(**batch)
-            except _BlockDone:
-                pass
-            except Exception as error:
-                raise ValueError(
-                    f"calibration_batches[{index}]: the model's forward failed on this batch (keys "
-                    f"{sorted(batch)}): {type(error).__name__}: {error}"
-                ) from error
-    finally:
-        for hook in hooks:
-            hook.remove()
-        gram.clear()
-    for name, hessian in hessians.items():
-        if name not in seen:
-            raise ValueError(f"calibration: module {name!r} received no input during the calibration forward passes")
-        all_reduce_mean_(hessian)
-    return hessians
-
-
-@torch.no_grad()
-def run_calibration(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]]) -> int:
-    """Run ``batches`` (``labels`` dropped) through ``model`` in eval mode, without cache; restore both after.
-
-    Returns how many batches ran. Hooks attached beforehand (a criterion's) see every calibration token.
-    """
-    device = next(model.parameters()).device
-    was_training, use_cache = model.training, getattr(getattr(model, "config", None), "use_cache", None)
-    model.eval()
-    if use_cache is not None:
-        model.config.use_cache = False
-    seen = 0
-    try:
-        for batch in batches:
-            model(
-                **{key: value.to(device) for key, value in batch.items() if key != "labels" and torch.is_tensor(value)}
-            )
-            seen += 1
-    finally:
-        model.train(was_training)
-        if use_cache is not None:
-            model.config.use_cache = use_cache
-    return seen
 
 
 def _row_wise_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -264,7 +181,7 @@ def prune_one_shot(
             "calibration forwards; use method='magnitude', ZeRO-2, or PruningConfig(criterion='sparsegpt')"
         )
     device = next(inner.parameters()).device
-    batches = _calibration_inputs(calibration_batches, device)
+    batches = calibration_inputs(calibration_batches, device)
     was_training, use_cache = inner.training, getattr(inner.config, "use_cache", None)
     inner.eval()
     if use_cache is not None:
@@ -273,10 +190,10 @@ def prune_one_shot(
     original: dict[str, torch.Tensor] = {}  # all or nothing: a CPU copy of each weight before it changes
     current = None
     try:
-        for block_name, names in _blocks(modules):
+        for block_name, names in group_by_block(modules):
             block = dict(inner.named_modules()).get(block_name) if block_name not in modules else None
             current = block_name
-            hessians = _input_hessians(inner, names, modules, batches, block)
+            hessians = input_hessians(inner, names, modules, batches, block)
             for name in names:
                 current = name
                 module = modules[name]
@@ -298,27 +215,6 @@ def prune_one_shot(
         if use_cache is not None:
             inner.config.use_cache = use_cache
     return masks
-
-
-def _calibration_inputs(calibration_batches, device: torch.device) -> list[dict[str, torch.Tensor]]:
-    """The batches as model inputs on ``device`` (``labels`` dropped); a batch that is not a mapping of tensors is an
-    error naming its index."""
-    batches = []
-    for index, batch in enumerate(calibration_batches):
-        if not isinstance(batch, Mapping):
-            raise ValueError(
-                f"calibration_batches[{index}]: expected a dict of model inputs (e.g. input_ids, attention_mask), "
-                f"got {type(batch).__name__}"
-            )
-        inputs = {key: value.to(device) for key, value in batch.items() if key != "labels" and torch.is_tensor(value)}
-        if not inputs:
-            raise ValueError(
-                f"calibration_batches[{index}]: holds no tensor model inputs (keys: {sorted(map(str, batch))})"
-            )
-        batches.append(inputs)
-    if not batches:
-        raise ValueError("calibration_batches: SparseGPT needs at least one batch of model inputs")
-    return batches
 
 
 class CalibratedOneShotCallback(TrainerCallback, ABC):
