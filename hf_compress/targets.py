@@ -16,6 +16,7 @@ from torch import nn
 
 from hf_compress.distributed import unwrap_model, weight_shape
 
+
 def conv1d_class() -> type[nn.Module] | None:
     """transformers' ``Conv1D`` (GPT-2's transposed linear), or None while transformers is not imported.
 

@@ -91,8 +91,8 @@ def test_losses_are_registered_and_a_plugin_loss_is_used_by_name():
     [
         ("alpha", 1.5, r"alpha must be a number in \[0.0, 1.0\]"),
         ("alpha", -0.1, r"alpha must be a number in \[0.0, 1.0\]"),
-        ("temperature", 0.0, r"temperature must be a number in \(0.0, inf\]"),
-        ("temperature", -1.0, r"temperature must be a number in \(0.0, inf\]"),
+        ("temperature", 0.0, r"temperature must be a number in \(0.0, 100.0\]"),
+        ("temperature", -1.0, r"temperature must be a number in \(0.0, 100.0\]"),
         ("jsd_beta", 0.0, "jsd_beta"),
         ("hidden_loss", "l2", "hidden_loss must be one of 'mse', 'cosine'"),
         ("hidden_weight", -1.0, "hidden_weight"),
