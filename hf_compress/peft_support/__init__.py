@@ -94,12 +94,11 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
         if state is not None and not layer.merged:
             merge_into_base_(layer, mask)
         elif not layer.merged:
-            type(layer).merge(layer)
+            layer.merge()
         if mask is not None:
             kept_masks.append((state.name, base, mask))
         if state is not None:
             remove_compression_state(layer)
-    model.base_model.__dict__.pop("_check_merge_allowed", None)
 
     old_names = {id(module): name for name, module in model.named_modules()}
     merged = model.unload()

@@ -10,13 +10,10 @@ Each ``peft`` ``lora.Linear`` whose base layer is pruned or quantized gets a :cl
   in training (and no QAT) the layer computes ``base(x) + dropout(x) @ ((scaling * B @ A) * M)^T`` instead (the base
   weight is already ``W * M``; the forward hook adds the masked update). The forward hook restores the merged state
   and the base weight. Disabled or merged adapters behave exactly as in peft.
-- ``merge`` (the one adapter on peft instances, as peft has no hook to refuse a merge; ``tests/peft`` fails the
-  day it stops refusing): refuses while a mask exists and the update is not merged yet, pointing to
-  :func:`hf_compress.merge_and_unload` (peft's merge would add the unmasked ``B @ A`` and lose the sparsity).
-- ``unmerge``: refuses after QAT folded the update into the quantized base weight.
-
-``PeftModel.merge_and_unload()`` / ``merge_adapter()`` check all layers first (via the LoRA model's
-``_check_merge_allowed``), so a refused merge leaves the model untouched.
+- peft's own merge keeps the compression: every adapter of the layer gets hf_compress's LoRA variant
+  (:mod:`.merge_variant`, in peft's ``lora_variant`` slot), so ``merge()`` / ``merge_and_unload()`` write
+  ``(W + B @ A) * M`` and ``unmerge()`` takes it back; ``unmerge`` refuses after QAT folded the update into the
+  quantized base weight.
 
 ```python
 from hf_compress import PruningCallback, PruningConfig, merge_and_unload
@@ -31,7 +28,6 @@ merged = merge_and_unload(peft_model)  # (W + BA) * M, a plain transformers mode
 from __future__ import annotations
 
 import logging
-import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -48,9 +44,6 @@ logger = logging.getLogger(__name__)
 STATE_ATTRIBUTE = "hf_compress_lora"
 PRUNING_PEFT_TYPES = ("LORA", "IA3")  # (IA)3 scales activations: its merge W * l keeps every zero by itself
 QAT_PEFT_TYPES = ("LORA",)
-SAFE_MERGE_HINT = (
-    "use hf_compress.merge_and_unload(model), which merges (W + B @ A) * M and returns a plain transformers model"
-)
 
 
 @dataclass
@@ -96,7 +89,7 @@ def _check_lora_layer(name: str, layer: nn.Module, technique: str) -> None:
         )
     for adapter in layer.lora_A.keys():
         variant = layer.lora_variant.get(adapter)
-        if variant is not None:
+        if variant is not None and type(variant).__name__ != "MaskedMergeVariant":  # hf_compress's own is fine
             raise ValueError(
                 f"{technique} does not support the LoRA variant {type(variant).__name__} (adapter {adapter!r}, e.g. "
                 "use_dora=True) on PEFT type LORA; supported: plain LoRA"
@@ -116,19 +109,25 @@ def _install(layer: nn.Module, name: str) -> LoraCompressionState:
             layer.register_forward_pre_hook(_before_lora_forward, with_kwargs=True),
             layer.register_forward_hook(_after_lora_forward, with_kwargs=True, always_call=True),
         ]
-        layer.merge = types.MethodType(_guarded_merge, layer)
-        layer.unmerge = types.MethodType(_guarded_unmerge, layer)
+    from hf_compress.peft_support.merge_variant import MASKED_MERGE
+
+    for adapter in layer.lora_A.keys():
+        layer.lora_variant[adapter] = MASKED_MERGE
     return state
 
 
 def remove_compression_state(layer: nn.Module) -> None:
-    """Remove hf_compress's hooks from ``layer``, give it back its class's ``merge`` / ``unmerge``, drop its state."""
+    """Remove hf_compress's hooks and LoRA variants from ``layer`` and drop its state."""
+    from hf_compress.peft_support.merge_variant import MaskedMergeVariant
+
     state = compression_state(layer)
     if state is not None:
         for handle in state.handles:
             handle.remove()
-    for attribute in ("merge", "unmerge", STATE_ATTRIBUTE):
-        layer.__dict__.pop(attribute, None)
+    for adapter, variant in list(getattr(layer, "lora_variant", {}).items()):
+        if isinstance(variant, MaskedMergeVariant):
+            del layer.lora_variant[adapter]
+    layer.__dict__.pop(STATE_ATTRIBUTE, None)
 
 
 def attach_pruning(
@@ -157,8 +156,6 @@ def attach_pruning(
     layers = _lora_layers(model, modules, "PruningCallback")
     for name, layer in layers.items():
         _install(layer, name).mask_of = mask_of
-    if layers:
-        _guard_model_merge(model)
 
 
 def attach_qat(model: nn.Module, modules: dict[str, nn.Module]) -> None:
@@ -185,8 +182,6 @@ def attach_qat(model: nn.Module, modules: dict[str, nn.Module]) -> None:
             "whole), e.g. on %s",
             dropped[0],
         )
-    if layers:
-        _guard_model_merge(model)
 
 
 @torch.no_grad()
@@ -277,48 +272,3 @@ def _after_lora_forward(layer: nn.Module, args: tuple, kwargs: dict, output):
         update = masked(_delta(layer, adapter), mask)
         result = result + F.linear(layer.lora_dropout[adapter](lora_input), update)
     return result.to(output.dtype)
-
-
-# ---------------------------------------------------------------------- the merge adapter (peft has no hook)
-def _has_unmerged_mask(layer: nn.Module) -> bool:
-    state = compression_state(layer)
-    return state is not None and not layer.merged and state.mask() is not None
-
-
-def _guarded_merge(self: nn.Module, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
-    if _has_unmerged_mask(self):
-        raise ValueError(
-            f"hf_compress pruned the base layer {compression_state(self).name}: peft's merge would add the unmasked "
-            f"LoRA update B @ A and lose the sparsity; {SAFE_MERGE_HINT}"
-        )
-    return type(self).merge(self, safe_merge=safe_merge, adapter_names=adapter_names)
-
-
-def _guarded_unmerge(self: nn.Module) -> None:
-    state = compression_state(self)
-    if state is not None and state.folded:
-        raise ValueError(
-            f"{state.name}: QAT folded this LoRA update into the quantized base weight at train end, so it cannot be "
-            "unmerged (nor the adapter disabled); the merged weight is the one that was trained. Use "
-            "hf_compress.merge_and_unload(model) to get the plain quantized model"
-        )
-    return type(self).unmerge(self)
-
-
-def _guard_model_merge(model: nn.Module) -> None:
-    """Make ``PeftModel.merge_and_unload()`` / ``merge_adapter()`` refuse before touching any layer."""
-    tuner = model.base_model
-    if "_check_merge_allowed" in tuner.__dict__ or not hasattr(tuner, "_check_merge_allowed"):
-        return
-    original = tuner._check_merge_allowed
-
-    def check_merge_allowed() -> None:
-        pruned = [compression_state(m).name for m in tuner.modules() if _has_unmerged_mask(m)]
-        if pruned:
-            raise ValueError(
-                f"hf_compress pruned {len(pruned)} base layers under LoRA adapters (e.g. {pruned[0]}): peft's merge "
-                f"would add the unmasked update B @ A and lose the sparsity; {SAFE_MERGE_HINT}"
-            )
-        original()
-
-    tuner._check_merge_allowed = check_merge_allowed

@@ -93,14 +93,14 @@ def restore_compression(model: nn.Module, folder: str | os.PathLike) -> list[str
     """Rebuild the compressed base of a PeftModel loaded from ``folder`` (the dense base plus the adapter).
 
     Copies the saved base weights in, re-installs the pruning masks on the LoRA layers (so their updates stay masked
-    and :func:`hf_compress.merge_and_unload` merges ``(W + BA) * M``) and marks the updates QAT folded into the base
+    and a merge, peft's or :func:`hf_compress.merge_and_unload`, writes ``(W + BA) * M``) and marks the updates QAT folded into the base
     as merged. Returns the techniques restored.
 
     Raises:
         ValueError: ``model`` is not a PeftModel, ``folder`` holds no hf_compress files, or a saved module is
             missing from the model (naming it).
     """
-    from hf_compress.peft_support.lora_hooks import _guard_model_merge, _install, active_lora_adapters
+    from hf_compress.peft_support.lora_hooks import _install, active_lora_adapters
 
     model = unwrap_model(model)
     if not is_peft_model(model):
@@ -132,8 +132,6 @@ def restore_compression(model: nn.Module, folder: str | os.PathLike) -> list[str
             state.fold, state.folded = True, True
             layer = layers[name]
             layer.merged_adapters.extend(a for a in active_lora_adapters(layer) if a not in layer.merged_adapters)
-        if layers:
-            _guard_model_merge(model)
         if meta.get("description") is not None:
             model.get_base_model().config.hf_compress_quantization = meta["description"]
         restored.append(technique)

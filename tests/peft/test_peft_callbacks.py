@@ -70,6 +70,10 @@ def test_pruned_lora_merges_to_exact_target_sparsity(tmp_path):
     train(model, tmp_path / "run", [pruning])
 
     assert pruning.modules and all(name.endswith(".base_layer") for name in pruning.modules)
+    # nothing of peft's is patched: no instance attribute hides a method of a LoRA layer or of the tuner
+    for obj in [model.base_model, *(m for m in model.modules() if hasattr(m, "lora_A"))]:
+        shadowed = [n for n in vars(obj) if not n.startswith("__") and callable(getattr(type(obj), n, None))]
+        assert not shadowed, (type(obj).__name__, shadowed)
     assert not any("lora_" in name for name in pruning.modules)
     name = "base_model.model.transformer.h.0.mlp.c_fc.base_layer"
     layer = model.get_submodule(name.removesuffix(".base_layer"))
@@ -81,11 +85,21 @@ def test_pruned_lora_merges_to_exact_target_sparsity(tmp_path):
     assert (update[~mask] != 0).any()  # a dense merge would fill pruned weights
     before = logits_of(model)
 
-    with pytest.raises(ValueError, match="hf_compress.merge_and_unload"):
-        model.merge_and_unload()  # peft's own merge is refused while masks exist
-    with pytest.raises(ValueError, match="hf_compress.merge_and_unload"):
-        layer.merge()
-    assert not layer.merged and torch.equal(logits_of(model), before)  # the refusal changed nothing
+    # peft's own merge keeps the sparsity too (hf_compress's LoRA variant), and its unmerge takes back exactly that
+    layer.merge()
+    torch.testing.assert_close(
+        weight_out_in(layer.base_layer.weight.detach(), layer.base_layer), (base + update) * mask
+    )
+    torch.testing.assert_close(logits_of(model), before, rtol=0, atol=1e-5)
+    layer.unmerge()
+    torch.testing.assert_close(
+        weight_out_in(layer.base_layer.weight.detach(), layer.base_layer), base, rtol=0, atol=1e-6
+    )
+    assert not layer.merged and torch.equal(logits_of(model), before)
+    peft_merged = copy.deepcopy(model).merge_and_unload()
+    peft_fc = peft_merged.get_submodule("transformer.h.0.mlp.c_fc")
+    torch.testing.assert_close(weight_out_in(peft_fc.weight.detach(), peft_fc), (base + update) * mask)
+    torch.testing.assert_close(logits_of(peft_merged), before, rtol=0, atol=1e-5)
 
     merged = merge_and_unload(model)
     assert type(merged).__name__ == "GPT2LMHeadModel"
@@ -235,3 +249,14 @@ def test_targets_of_a_peft_model_are_the_plain_models_base_layers():
     assert "base_model.model.bert.encoder.layer.0.attention.self.query.base_layer" in targets
     with pytest.raises(ValueError, match="merge_and_unload expects a peft.PeftModel"):
         merge_and_unload(tiny_bert(0))
+
+
+def test_qat_folded_lora_update_refuses_unmerge_and_stays_merged(tmp_path):
+    model = get_peft_model(tiny_llama(0), LoraConfig(**LLAMA_LORA))
+    train(model, tmp_path / "run", [QATCallback(QATConfig(weight_bits=8))])
+    layer = model.get_submodule("base_model.model.model.layers.0.mlp.up_proj")
+    assert layer.merged  # QAT folded the update into the quantized base weight at train end
+    weight = layer.base_layer.weight.detach().clone()
+    with pytest.raises(ValueError, match="QAT folded this LoRA update"):
+        layer.unmerge()
+    assert layer.merged and torch.equal(layer.base_layer.weight, weight)  # the refusal changed nothing
