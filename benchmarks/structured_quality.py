@@ -28,8 +28,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 WORK = os.path.join(HERE, "_work", "structured")
 TP_PYTHON = "/tmp/tpvenv/bin/python"
 TP_SCRIPT = os.path.join(HERE, "structured_torch_pruning.py")
-# Torch-Pruning's uniform width ratio per level: 0.36 keeps about 0.4x of the parameters (level a), 0.5 about 0.26x
-TP_RATIOS = {"tp_a": 0.36, "tp_b": 0.5}
+# Torch-Pruning's uniform width ratio per level: 0.375 (hidden 128 -> 80, a multiple of the heads) keeps about 0.4x of the parameters (level a), 0.5 about 0.26x
+TP_RATIOS = {"tp_a": 0.375, "tp_b": 0.5}
 
 
 def teacher_config(width: int, layers: int) -> LlamaConfig:
@@ -228,7 +228,7 @@ LABELS = {
     "budget_b": "hf-compress budget search (target = Torch-Pruning's params) + KD",
     "tp_b": "Torch-Pruning 1.6.1 ratio 0.5 (GroupMagnitudeImportance p=2, lm_head ignored) + same R steps + KD",
     "budget_a2": "hf-compress budget search (target = Torch-Pruning's params) + KD",
-    "tp_a": "Torch-Pruning 1.6.1 ratio 0.36 (GroupMagnitudeImportance p=2, lm_head ignored) + same R steps + KD",
+    "tp_a": "Torch-Pruning 1.6.1 ratio 0.375 (GroupMagnitudeImportance p=2, lm_head ignored) + same R steps + KD",
     "scratch_a": "same small architecture from random init, R steps",
     "scratch10_a": "same small architecture from random init, 10 x R steps",
     "scratch_b": "same small architecture from random init, R steps",
