@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hf_compress.peft_support.lora_math import effective_weight, lora_delta, masked
+from hf_compress.peft_support.lora_math import effective_weight, masked
 from hf_compress.peft_support.modules import adapter_layers, check_peft_type, is_peft_model
 from hf_compress.targets import is_conv1d, weight_out_in
 
@@ -205,13 +205,14 @@ def merge_into_base_(layer: nn.Module, mask: torch.Tensor | None) -> None:
     adapters = active_lora_adapters(layer)
     base = layer.get_base_layer()
     weight = weight_out_in(base.weight.data, base)
-    deltas = [_delta(layer, adapter) for adapter in adapters]
+    deltas = [lora_update(layer, adapter) for adapter in adapters]
     weight.copy_(effective_weight(weight, deltas, mask))
     layer.merged_adapters.extend(a for a in adapters if a not in layer.merged_adapters)
 
 
-def _delta(layer: nn.Module, adapter: str) -> torch.Tensor:
-    return lora_delta(layer.lora_A[adapter].weight, layer.lora_B[adapter].weight, layer.scaling[adapter])
+def lora_update(layer: nn.Module, adapter: str) -> torch.Tensor:
+    """``scaling * B @ A`` of ``adapter`` as ``[out, in]``, from peft's own ``get_delta_weight`` (differentiable)."""
+    return weight_out_in(layer.get_delta_weight(adapter), layer.get_base_layer())
 
 
 def _lora_layers(model: nn.Module, modules: dict[str, nn.Module], technique: str) -> dict[str, nn.Module]:
@@ -244,7 +245,7 @@ def _before_lora_forward(layer: nn.Module, args: tuple, kwargs: dict):
     no_dropout = not layer.training or all(isinstance(layer.lora_dropout[a], nn.Identity) for a in adapters)
     if state.fold or no_dropout:
         weight = base._parameters["weight"]
-        combined = effective_weight(weight_out_in(weight, base), [_delta(layer, a) for a in adapters], mask)
+        combined = effective_weight(weight_out_in(weight, base), [lora_update(layer, a) for a in adapters], mask)
         state.saved_weight = weight
         # A plain tensor in place of the Parameter for this forward only (QAT's hooks quantize what they find here).
         base._parameters["weight"] = combined.t() if is_conv1d(base) else combined
@@ -269,6 +270,6 @@ def _after_lora_forward(layer: nn.Module, args: tuple, kwargs: dict, output):
     result = output
     for adapter in adapters:
         lora_input = layer._cast_input_dtype(x, layer.lora_A[adapter].weight.dtype)
-        update = masked(_delta(layer, adapter), mask)
+        update = masked(lora_update(layer, adapter), mask)
         result = result + F.linear(layer.lora_dropout[adapter](lora_input), update)
     return result.to(output.dtype)

@@ -18,17 +18,14 @@ from peft.tuners.lora.layer import LoraVariant
 from torch import nn
 
 from hf_compress.peft_support.lora_hooks import compression_state as _state
-from hf_compress.peft_support.lora_math import effective_weight, lora_delta, masked
+from hf_compress.peft_support.lora_hooks import lora_update as _delta
+from hf_compress.peft_support.lora_math import effective_weight, masked
 from hf_compress.targets import weight_out_in
 
 
 def _mask(module: nn.Module) -> torch.Tensor | None:
     state = _state(module)
     return None if state is None else state.mask()
-
-
-def _delta(module: nn.Module, adapter: str) -> torch.Tensor:
-    return lora_delta(module.lora_A[adapter].weight, module.lora_B[adapter].weight, module.scaling[adapter])
 
 
 class MaskedMergeVariant(LoraVariant):
