@@ -34,7 +34,6 @@ from torch import nn
 from hf_compress.distributed import unwrap_model
 from hf_compress.peft_support.lora_hooks import (
     compression_state,
-    merge_into_base_,
     remove_compression_state,
 )
 from hf_compress.peft_support.modules import check_peft_type, is_peft_model, plain_name
@@ -50,8 +49,8 @@ MERGE_PEFT_TYPES = ("LORA", "IA3")
 def merge_and_unload(model: nn.Module) -> nn.Module:
     """Merge the active adapters of a PeftModel into its base weights, keeping hf_compress's compression exact.
 
-    LoRA layers over pruned base layers get ``(W + scaling * B @ A) * M``; layers QAT already folded onto the grid stay
-    as they are; every other adapter layer is merged by peft. The adapters are then unloaded, so the result is the
+    Every adapter layer is merged by peft; LoRA layers over pruned base layers get ``(W + scaling * B @ A) * M``
+    through hf_compress's LoRA variant, and layers QAT already folded onto the grid stay as they are. The adapters are then unloaded, so the result is the
     plain transformers model (``save_pretrained`` writes a normal checkpoint). QAT's per-module parameters and
     ``config.hf_compress_quantization`` follow the modules to their plain names, ready for :func:`hf_compress.export`.
 
@@ -91,10 +90,8 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
         state = compression_state(layer)
         mask = state.mask() if state is not None else None
         base = layer.get_base_layer()
-        if state is not None and not layer.merged:
-            merge_into_base_(layer, mask)
-        elif not layer.merged:
-            layer.merge()
+        if not layer.merged:
+            layer.merge()  # a compressed layer merges (W + B @ A) * M (hf_compress's LoRA variant)
         if mask is not None:
             kept_masks.append((state.name, base, mask))
         if state is not None:

@@ -82,6 +82,8 @@ def active_lora_adapters(layer: nn.Module) -> list[str]:
 def _check_lora_layer(name: str, layer: nn.Module, technique: str) -> None:
     from peft.tuners.lora.layer import Linear as LoraLinear
 
+    from hf_compress.peft_support.merge_variant import MaskedMergeVariant
+
     if not isinstance(layer, LoraLinear):
         raise ValueError(
             f"{technique}: the LoRA layer over {name} is a {type(layer).__module__}.{type(layer).__qualname__}; "
@@ -89,7 +91,7 @@ def _check_lora_layer(name: str, layer: nn.Module, technique: str) -> None:
         )
     for adapter in layer.lora_A.keys():
         variant = layer.lora_variant.get(adapter)
-        if variant is not None and type(variant).__name__ != "MaskedMergeVariant":  # hf_compress's own is fine
+        if variant is not None and not isinstance(variant, MaskedMergeVariant):  # hf_compress's own is fine
             raise ValueError(
                 f"{technique} does not support the LoRA variant {type(variant).__name__} (adapter {adapter!r}, e.g. "
                 "use_dora=True) on PEFT type LORA; supported: plain LoRA"
@@ -195,19 +197,8 @@ def fold_lora_updates_(model: nn.Module, modules: dict[str, nn.Module]) -> None:
         state = compression_state(layer)
         if state is None or not state.fold or layer.merged:
             continue
-        merge_into_base_(layer, state.mask())
+        layer.merge()  # peft's merge, through hf_compress's LoRA variant: (W + B @ A) * M
         state.folded = True
-
-
-@torch.no_grad()
-def merge_into_base_(layer: nn.Module, mask: torch.Tensor | None) -> None:
-    """``base.weight = (W + sum of active updates) * M`` in place; the adapters are then marked merged."""
-    adapters = active_lora_adapters(layer)
-    base = layer.get_base_layer()
-    weight = weight_out_in(base.weight.data, base)
-    deltas = [lora_update(layer, adapter) for adapter in adapters]
-    weight.copy_(effective_weight(weight, deltas, mask))
-    layer.merged_adapters.extend(a for a in adapters if a not in layer.merged_adapters)
 
 
 def lora_update(layer: nn.Module, adapter: str) -> torch.Tensor:

@@ -40,17 +40,15 @@ class MaskedMergeVariant(LoraVariant):
 
     @staticmethod
     @torch.no_grad()
-    def merge_safe(module: nn.Module, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
-        merged = orig_weight.clone()
-        view = weight_out_in(merged, module.get_base_layer())
-        view.copy_(effective_weight(view, [_delta(module, active_adapter)], _mask(module)))
-        return merged
-
-    @staticmethod
-    @torch.no_grad()
     def merge_unsafe(module: nn.Module, active_adapter: str, orig_weight: torch.Tensor) -> None:
         view = weight_out_in(orig_weight.data, module.get_base_layer())
         view.copy_(effective_weight(view, [_delta(module, active_adapter)], _mask(module)))
+
+    @staticmethod
+    def merge_safe(module: nn.Module, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
+        merged = orig_weight.clone()
+        MaskedMergeVariant.merge_unsafe(module, active_adapter, merged)
+        return merged
 
     @staticmethod
     @torch.no_grad()

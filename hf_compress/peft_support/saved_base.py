@@ -93,8 +93,8 @@ def restore_compression(model: nn.Module, folder: str | os.PathLike) -> list[str
     """Rebuild the compressed base of a PeftModel loaded from ``folder`` (the dense base plus the adapter).
 
     Copies the saved base weights in, re-installs the pruning masks on the LoRA layers (so their updates stay masked
-    and a merge, peft's or :func:`hf_compress.merge_and_unload`, writes ``(W + BA) * M``) and marks the updates QAT folded into the base
-    as merged. Returns the techniques restored.
+    and a merge, peft's or :func:`hf_compress.merge_and_unload`, writes ``(W + BA) * M``) and marks the updates QAT
+    folded into the base as merged. Returns the techniques restored.
 
     Raises:
         ValueError: ``model`` is not a PeftModel, ``folder`` holds no hf_compress files, or a saved module is
