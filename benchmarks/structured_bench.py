@@ -3,13 +3,15 @@
 - ``speed``: the byte-level Llama of ``benchmarks/pipelines.py`` (4 layers, width 256, MLP 768) and its shrunk
   students, each saved with ``save_pretrained`` and reloaded with ``AutoModelForCausalLM`` (stock code), timed side by
   side in one process (interleaved rounds, median) at 1 and 2 threads, batch 1 and 16, sequence 128; FLOPs counted
-  with ``torch.utils.flop_counter``; parameters, size on disk, peak RSS growth of a forward.
+  with ``torch.utils.flop_counter``; parameters, size on disk.
+- ``memory``: resident RSS of each saved model after loading, and the extra peak of a batch-16 forward.
 - ``overhead``: Trainer steps with ``StructuredPruningCallback(mode="gradual")`` against a plain Trainer, interleaved.
 - ``quality``: the pipelines protocol (same data, a teacher of the same architecture, R recovery steps, perplexity
   divided by the dense reference's) for width-only, depth-only and budget-search students, against Torch-Pruning
   (run in its own venv by ``benchmarks/structured_torch_pruning.py``) and from-scratch training.
 
     python benchmarks/structured_bench.py --only speed
+    python benchmarks/structured_bench.py --only memory
     python benchmarks/structured_bench.py --only overhead
     python benchmarks/structured_bench.py --only quality --teacher-steps 300 --recovery-steps 300
 """
@@ -110,23 +112,41 @@ def time_forward(model, batch: int, reps: int) -> float:
     return (time.perf_counter() - began) / reps
 
 
-def peak_rss_mib(path: str, batch: int) -> float:
-    """Peak RSS (MiB) of a fresh process that loads the saved model and runs one forward at ``batch``."""
+def memory_mib(path: str, batch: int) -> tuple[float, float]:
+    """``(resident weights, extra peak of one forward at batch)`` in MiB, from a fresh process.
+
+    Resident = VmRSS after loading and one forward (safetensors weights are memory-mapped, so only touched pages
+    count) minus VmRSS before (after a first load and delete, so that the modeling code's
+    imports and caches are not counted); the forward's extra
+    peak = VmHWM during it (reset just before through ``/proc/self/clear_refs``) minus VmRSS before it. glibc runs
+    with ``MALLOC_MMAP_THRESHOLD_=65536`` so freed tensors go back to the OS instead of hiding in the heap.
+    """
     import subprocess
 
     code = (
-        "import resource, torch; from transformers import AutoModelForCausalLM; torch.set_num_threads(1); "
-        f"m = AutoModelForCausalLM.from_pretrained({path!r}).eval(); "
-        f"base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
-        f"torch.no_grad().__enter__(); m(input_ids=torch.zeros({batch}, {SEQ_LEN}, dtype=torch.long)); "
-        "print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "import gc, torch; from transformers import AutoModelForCausalLM; torch.set_num_threads(1)\n"
+        "def kib(key):\n"
+        "    return int(next(l for l in open('/proc/self/status') if l.startswith(key)).split()[1])\n"
+        f"m = AutoModelForCausalLM.from_pretrained({path!r}); del m; gc.collect()\n"  # imports, caches
+        "before = kib('VmRSS:')\n"
+        f"m = AutoModelForCausalLM.from_pretrained({path!r}).eval(); gc.collect()\n"
+        f"ids = torch.zeros({batch}, {SEQ_LEN}, dtype=torch.long)\n"
+        "with torch.no_grad():\n"
+        "    m(input_ids=ids)\n"
+        "    gc.collect(); ready = kib('VmRSS:'); open('/proc/self/clear_refs', 'w').write('5')\n"
+        "    m(input_ids=ids)\n"
+        "print(ready - before, kib('VmHWM:') - ready)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
-    base, peak = (int(v) for v in out.stdout.split()[-2:])
-    return base / 1024, (peak - base) / 1024
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True, env=env
+    )
+    resident, forward = (int(v) for v in out.stdout.split()[-2:])
+    return resident / 1024, forward / 1024
 
 
-def run_speed(options) -> str:
+def save_speed_models() -> dict[str, str]:
+    """The dense teacher and its shrunk students, saved with ``save_pretrained``: ``{label: path}``."""
     torch.manual_seed(0)
     teacher = LlamaForCausalLM(teacher_config()).eval()
     work = tempfile.mkdtemp(prefix="structured-speed-")
@@ -137,6 +157,35 @@ def run_speed(options) -> str:
         path = os.path.join(work, label.split()[0] + str(len(models)))
         shrunk_copy(teacher, shape).save_pretrained(path)
         models[label] = path
+    return models
+
+
+def run_memory(options) -> str:
+    models = save_speed_models()
+    lines = [
+        "Each model saved, then loaded in a fresh process with `AutoModelForCausalLM` (fp32). Resident: RSS growth "
+        "from a second load and one forward (the weights are memory-mapped; the forward touches them all) (a first load, deleted, takes the imports and caches out of the figure). Forward: extra peak RSS of one no-grad forward at "
+        f"batch 16 x {SEQ_LEN} over the RSS before it (VmHWM reset through `/proc/self/clear_refs`; glibc "
+        "`MALLOC_MMAP_THRESHOLD_=65536`).",
+        "",
+        "| model | fp32 weight bytes (MiB) | resident after load + one forward (MiB, x dense) | forward peak, batch 16 (MiB, x dense) |",
+        "|---|---:|---:|---:|",
+    ]
+    measured = {}
+    for label, path in models.items():
+        weight_mib = params(AutoModelForCausalLM.from_pretrained(path)) * 4 / 2**20
+        measured[label] = (weight_mib, *memory_mib(path, 16))
+    dense = measured["dense teacher"]
+    for label, (weight_mib, resident, forward) in measured.items():
+        lines.append(
+            f"| {label} | {weight_mib:.2f} | {resident:.1f} ({resident / dense[1]:.2f}x) | "
+            f"{forward:.1f} ({forward / dense[2]:.2f}x) |"
+        )
+    return "\n".join(lines)
+
+
+def run_speed(options) -> str:
+    models = save_speed_models()
     loaded = {label: AutoModelForCausalLM.from_pretrained(path).eval() for label, path in models.items()}
     rows = []
     dense_params = params(loaded["dense teacher"])
@@ -180,15 +229,6 @@ def run_speed(options) -> str:
             f"{fraction_flops:.3f} | {size:.2f} MiB | {0.8 / fraction_flops:.2f}x | " + " | ".join(cells) + " |"
         )
         rows.append((label, fraction_flops))
-    memory = [
-        "",
-        "Memory, each model in a fresh process (peak RSS after loading; peak growth of one batch-16 "
-        "forward; the process baseline of torch + transformers is included in the first figure):",
-        "",
-    ]
-    for label, path in models.items():
-        loaded_mib, forward_mib = peak_rss_mib(path, 16)
-        memory.append(f"- {label}: {loaded_mib:.0f} MiB loaded, +{forward_mib:.1f} MiB for a batch-16 forward")
     goal_lines = ["", "Goal check (speed-up >= 0.8 / FLOP fraction kept, every thread/batch setting):", ""]
     for label, fraction in rows[1:]:
         worst = min(results[(label, t, b)] for t in (1, 2) for b in (1, 16))
@@ -196,7 +236,7 @@ def run_speed(options) -> str:
         goal_lines.append(
             f"- {label}: worst speed-up {worst:.2f}x vs goal {goal:.2f}x: {'met' if worst >= goal else 'NOT met'}"
         )
-    return "\n".join(lines + memory + goal_lines)
+    return "\n".join(lines + goal_lines)
 
 
 def run_overhead(options) -> str:
@@ -281,7 +321,7 @@ def write_section(name: str, title: str, body: str, command: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", default="speed", help="speed, overhead or quality (comma-separated)")
+    parser.add_argument("--only", default="speed", help="speed, memory, overhead or quality (comma-separated)")
     parser.add_argument("--reps", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--overhead-steps", type=int, default=40)
@@ -294,6 +334,9 @@ def main() -> None:
         if what == "speed":
             body = run_speed(options)
             write_section("speed", "Speed of the saved shrunk model vs the dense teacher (CPU)", body, command)
+        elif what == "memory":
+            body = run_memory(options)
+            write_section("memory", "Memory of the saved shrunk model vs the dense teacher (CPU)", body, command)
         elif what == "overhead":
             body = run_overhead(options)
             write_section("overhead", "Gradual structured pruning: step overhead vs a plain Trainer", body, command)
@@ -303,7 +346,7 @@ def main() -> None:
             name, title, body = run_quality(rest)
             write_section(name, title, body, command)
         else:
-            raise SystemExit(f"--only: unknown {what!r}; use speed, overhead, quality")
+            raise SystemExit(f"--only: unknown {what!r}; use speed, memory, overhead, quality")
         print(body, flush=True)
         print(f"[{what}: {time.perf_counter() - began:.0f} s]", flush=True)
 

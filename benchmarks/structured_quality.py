@@ -214,8 +214,9 @@ def run_quality(argv: list[str]):
         print(json.dumps(results.get(key)), flush=True)
 
     return (
-        "quality",
-        "Quality: structured students vs Torch-Pruning and from-scratch (pipelines protocol)",
+        "quality" if options.width == 128 else f"quality-w{options.width}",
+        f"Quality: structured students vs Torch-Pruning and from-scratch (pipelines protocol, teacher width "
+        f"{options.width})",
         table(results, options, teacher_ppl, teacher_params),
     )
 
