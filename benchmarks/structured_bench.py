@@ -113,13 +113,12 @@ def time_forward(model, batch: int, reps: int) -> float:
 
 
 def memory_mib(path: str, batch: int) -> tuple[float, float]:
-    """``(resident weights, extra peak of one forward at batch)`` in MiB, from a fresh process.
+    """``(resident, extra peak of one forward at batch)`` in MiB, from a fresh process.
 
-    Resident = VmRSS after loading and one forward (safetensors weights are memory-mapped, so only touched pages
-    count) minus VmRSS before (after a first load and delete, so that the modeling code's
-    imports and caches are not counted); the forward's extra
-    peak = VmHWM during it (reset just before through ``/proc/self/clear_refs``) minus VmRSS before it. glibc runs
-    with ``MALLOC_MMAP_THRESHOLD_=65536`` so freed tensors go back to the OS instead of hiding in the heap.
+    A first load, deleted, takes the modeling code's imports and caches out of the figures. Resident = VmRSS after a
+    second load and one forward (safetensors weights are memory-mapped: only touched pages count) minus VmRSS before
+    it. Extra peak = VmHWM during one more forward (reset just before through ``/proc/self/clear_refs``) minus VmRSS
+    before it. glibc runs with ``MALLOC_MMAP_THRESHOLD_=65536`` so freed tensors go back to the OS.
     """
     import subprocess
 
@@ -163,8 +162,9 @@ def save_speed_models() -> dict[str, str]:
 def run_memory(options) -> str:
     models = save_speed_models()
     lines = [
-        "Each model saved, then loaded in a fresh process with `AutoModelForCausalLM` (fp32). Resident: RSS growth "
-        "from a second load and one forward (the weights are memory-mapped; the forward touches them all) (a first load, deleted, takes the imports and caches out of the figure). Forward: extra peak RSS of one no-grad forward at "
+        "Each model saved, then loaded in a fresh process with `AutoModelForCausalLM` (fp32); a first load, deleted, "
+        "takes the imports and caches out of the figures. Resident: RSS growth from a second load and one forward (the "
+        "weights are memory-mapped; the forward touches them all). Forward: extra peak RSS of one no-grad forward at "
         f"batch 16 x {SEQ_LEN} over the RSS before it (VmHWM reset through `/proc/self/clear_refs`; glibc "
         "`MALLOC_MMAP_THRESHOLD_=65536`).",
         "",
