@@ -222,11 +222,10 @@ def run_overhead(options) -> dict:
 
 
 def pruning_state_bytes(callback) -> dict:
-    mask_bytes = sum(mask.numel() * mask.element_size() for mask in callback.masks.values())
-    weights = sum(mask.numel() for mask in callback.masks.values())
+    keep_masks = callback.pruner.keep_masks  # what the run holds between mask updates
+    weights = sum(keep_masks.numel(name) for name in keep_masks.names())
     criterion = sum(t.numel() * t.element_size() for t in callback.criterion.state_dict().values())
-    dtypes = sorted({str(mask.dtype) for mask in callback.masks.values()})
-    return {"mask_bytes": mask_bytes, "weights": weights, "criterion_bytes": criterion, "mask_dtypes": dtypes}
+    return {"mask_bytes": keep_masks.stored_bytes(), "weights": weights, "criterion_bytes": criterion}
 
 
 def device_text(options) -> str:
@@ -292,19 +291,17 @@ def mask_memory_markdown(state: dict) -> str:
     lines = [
         "## Memory of the pruning state per pruned parameter",
         "",
-        "Measured from the tensors `PruningCallback` holds after the overhead runs (`callback.masks`, "
-        "`callback.criterion.state_dict()`).",
+        "Measured from the tensors `PruningCallback` holds after the overhead runs (`callback.pruner.keep_masks`, "
+        "bit-packed, and `callback.criterion.state_dict()`). Reading `callback.masks` unpacks them to torch.bool.",
         "",
-        "| criterion | pruned parameters | mask bytes | mask bytes / parameter | bit-packed | criterion state bytes / parameter | goal (mask) | met |",
-        "|---|---:|---:|---:|---|---:|---:|---|",
+        "| criterion | pruned parameters | mask bytes | mask bytes / parameter | criterion state bytes / parameter "
+        "| goal (mask) | met |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for name, info in state.items():
         per = info["mask_bytes"] / info["weights"]
-        packed = (
-            "no (torch.bool, 1 byte per weight)" if info["mask_dtypes"] == ["torch.bool"] else str(info["mask_dtypes"])
-        )
         lines.append(
-            f"| {name} | {info['weights']} | {info['mask_bytes']} | {per:.3f} | {packed} | "
+            f"| {name} | {info['weights']} | {info['mask_bytes']} | {per:.3f} | "
             f"{info['criterion_bytes'] / info['weights']:.3f} | <= 1 | {'yes' if per <= 1 else '**no**'} |"
         )
     lines += [
@@ -371,7 +368,7 @@ def global_worker(target: float) -> dict:
         state = TrainerState(max_steps=10)
         callback.on_train_begin(args, state, TrainerControl(), model=model)
     pruned_params = sum(mask.numel() for mask in callback.masks.values())
-    mask_bytes = sum(mask.numel() * mask.element_size() for mask in callback.masks.values())
+    mask_bytes = callback.pruner.keep_masks.stored_bytes()
 
     count = int(round(target * pruned_params))
     # (a) the threshold search alone, with the callback's own per-module score functions
@@ -480,7 +477,7 @@ def global_markdown(result: dict) -> str:
         f"| for scale: one concatenated copy of all scores + `kthvalue` | {concat['extra_peak_bytes'] / 2**20:.1f} MiB = "
         f"{concat_pct:.1f}% | (ruled out) | |",
         f"| persistent masks (not part of threshold finding) | {run['mask_bytes'] / 2**20:.1f} MiB = "
-        f"{100 * run['mask_bytes'] / run['weight_bytes']:.1f}% (1 byte per pruned weight, not bit-packed) | | |",
+        f"{100 * run['mask_bytes'] / run['weight_bytes']:.1f}% (1 bit per pruned weight) | | |",
         f"| time: threshold search / whole update (slowed by the allocator setting and shared cores) | {run['threshold_seconds']:.1f} s / {run['seconds']:.1f} s | | |",
         f"| threshold returned by the search | {run['search_threshold']:.9g} | | |",
         f"| found threshold (largest pruned \\|w\\|) | {run['found_threshold']:.9g} | | |",

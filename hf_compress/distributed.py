@@ -168,8 +168,11 @@ from hf_compress.distributed_engines import (  # noqa: E402, F401
     gradients_visible_to_callbacks,
     is_partitioned,
     map_weight_,
+    multiply_by_partition_,
     multiply_weight_,
+    partition_like,
     supports_partial_forward,
     weight_shape,
     weights_swappable_in_forward,
+    whole_from_partition,
 )

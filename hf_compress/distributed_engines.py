@@ -10,6 +10,9 @@ Re-exported by :mod:`hf_compress.distributed`; technique code calls these and ne
   the module's tensor (its local FSDP2 shard, or its local ZeRO-3 partition) and, under ZeRO-1/2/3, the
   optimizer's fp32 master (``deepspeed.utils.safe_*_fp32_param``), which DeepSpeed copies back into the model
   after every step; a write to the model's tensor alone would be undone.
+- Keeping a tensor shaped like a parameter (a pruning mask) the way the engine partitions the parameter:
+  :func:`partition_like` cuts it (ZeRO-3: this rank's flat piece; FSDP2: its shard's rows),
+  :func:`whole_from_partition` gathers it back, :func:`multiply_by_partition_` multiplies every copy by it.
 - :func:`deepspeed_zero_stage` reads the engine from the parameters themselves (ZeRO-3: ``ds_id``; ZeRO-1/2:
   the optimizer's ``_hp_mapping`` link), so callbacks need nothing but the model the Trainer hands them.
 
@@ -148,6 +151,51 @@ def _update_every_copy(
                 return full
 
             safe_set_full_fp32_param(param, local_update(master, whole).float())
+
+
+def partition_like(param: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """The elements of ``full`` (shaped like the whole parameter, in its storage layout) that this rank holds of
+    ``param``: its flat ZeRO-3 partition piece (the last partition padded with ones), the rows of its FSDP2 shard, or
+    ``full`` itself. A mask kept this way costs a rank what its weight partition costs. No communication."""
+    from hf_compress.distributed import shard_like
+
+    if is_zero3_parameter(param):
+        return _zero3_partition_slice(param, full, 1).clone()
+    return shard_like(full, param)
+
+
+def whole_from_partition(param: torch.Tensor, piece: torch.Tensor) -> torch.Tensor:
+    """The whole tensor back from every rank's :func:`partition_like` piece: a collective under ZeRO-3 (an
+    all-gather) and FSDP2 (a ``DTensor`` with the parameter's mesh and placements, made whole), so every rank calls
+    it for the same parameters in the same order."""
+    as_bytes = piece.to(torch.uint8)  # gloo has no bool collectives
+    if is_zero3_parameter(param):
+        group = param.ds_process_group
+        pieces = [torch.empty_like(as_bytes) for _ in range(dist.get_world_size(group=group))]
+        dist.all_gather(pieces, as_bytes, group=group)
+        return torch.cat(pieces)[: param.ds_numel].reshape(param.ds_shape).to(piece.dtype)
+    from hf_compress.distributed import is_sharded
+
+    if is_sharded(param):
+        from torch.distributed.tensor import DTensor
+
+        shape = param.shape
+        stride = torch.empty(shape, device="meta").stride()
+        sharded = DTensor.from_local(
+            as_bytes, param.device_mesh, param.placements, run_check=False, shape=shape, stride=stride
+        )
+        return sharded.full_tensor().to(piece.dtype)
+    return piece
+
+
+def multiply_by_partition_(param: torch.Tensor, piece: torch.Tensor) -> None:
+    """``param *= factor`` on every copy, given ``piece = partition_like(param, factor)``; under ZeRO-3 and FSDP2 no
+    communication (ZeRO-1/2 read and write the full fp32 master, a collective)."""
+
+    def update(values, piece_of):  # every copy holds the piece's elements (ZeRO-1/2's master: the whole)
+        return values * piece.to(device=values.device).reshape(values.shape).to(values.dtype)
+
+    _update_every_copy(param, update)
 
 
 def multiply_weight_(param: torch.Tensor, factor: torch.Tensor) -> None:

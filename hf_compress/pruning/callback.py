@@ -11,8 +11,8 @@ hand-written loop.
 - ``on_optimizer_step``: after optimizer step ``k`` (``k = state.global_step + 1``), masks are updated when ``k`` is
   a mask-update step, and re-applied to the weights, so no pruned weight is non-zero in any forward pass.
 - ``on_log``: ``sparsity``, ``sparsity_target``, ``sparsity_layer_min``, ``sparsity_layer_max``.
-- ``on_step_end`` / ``on_epoch_end`` (when the Trainer is about to save) and ``on_save``: masks (bool, 1 byte per
-  weight, not bit-packed) and criterion tensors as safetensors, the rest as JSON, staged before the Trainer writes
+- ``on_step_end`` / ``on_epoch_end`` (when the Trainer is about to save) and ``on_save``: masks (whole, bit-packed:
+  1 bit per weight) and criterion tensors as safetensors, the rest as JSON, staged before the Trainer writes
   the checkpoint and moved into it in ``on_save`` (:mod:`~hf_compress.trainer.resume_checks`); a resume with a
   missing state or a changed config is refused.
 - ``on_train_end``: masks are baked into the weights and the criterion's hooks removed; the model is a plain
@@ -23,7 +23,9 @@ Under DDP every rank computes the masks from identical weights and all-reduced c
 the masks is compared across ranks after each update and, should they ever differ, rank 0's masks are broadcast
 (counted in ``mask_divergences``). Under DeepSpeed ZeRO-2/3 the same holds; scores are read one group at a time
 inside a gather (:func:`hf_compress.distributed.gathered_weights`) and every mask write also reaches the optimizer's
-fp32 master. DeepSpeed steps inside backward, so options that read gradients are refused there.
+fp32 master. Under ZeRO-3 (and FSDP2) a rank keeps only its partition's piece of each mask, like the weights;
+reading :attr:`masks` gathers them whole, so read it on every rank. DeepSpeed steps inside backward, so options that
+read gradients are refused there.
 
 ```python
 from hf_compress import PruningCallback, PruningConfig
@@ -68,7 +70,8 @@ class PruningCallback(TrainerCallback):
 
     Attributes:
         masks (`dict[str, torch.Tensor]`): module name -> bool ``[out, in]`` keep mask (True = kept); filled at train
-            begin and kept after training (QAT and LoRA reuse them).
+            begin and kept after training (QAT and LoRA reuse them). Under ZeRO-3 / FSDP2 reading it gathers every
+            mask whole (a collective).
         modules (`dict[str, nn.Module]`): the pruned modules by name.
         last_update_step (`int | None`): optimizer step of the last mask update.
         mask_divergences (`int`): mask updates after which ranks disagreed and rank 0's masks were broadcast.
@@ -168,7 +171,7 @@ class PruningCallback(TrainerCallback):
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is None or not self.masks:
+        if logs is None or self.pruner is None:
             return control
         add_to_logs(self, args, state, logs, self.sparsity_logs(state.global_step))
         return control

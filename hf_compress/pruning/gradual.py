@@ -41,7 +41,7 @@ from hf_compress.peft_support import lora_hooks as peft_lora_hooks
 from hf_compress.pruning.config import PruningConfig
 from hf_compress.pruning.criteria import PruningCriterion, check_criterion_scores
 from hf_compress.pruning.heads import AttentionHeads, find_attention_heads
-from hf_compress.pruning.masks import apply_masks_, mask_from_weight, mask_gradients_, mask_sparsity
+from hf_compress.pruning.masks import KeepMasks, mask_fingerprint, mask_from_weight, pack_bits, unpack_bits
 from hf_compress.pruning.patterns import (
     check_pattern_fits,
     keep_from_pruned_units,
@@ -129,7 +129,6 @@ class GradualPruner:
     def __init__(self, model: nn.Module, config: PruningConfig, total_steps: int, step: int = 0, saved=None) -> None:
         self.config = config
         self.pattern = config.normalized_pattern
-        self.masks: dict[str, torch.Tensor] = {}
         self.last_update_step: int | None = None
         self.mask_divergences = 0
         self.initial_sparsity = 0.0
@@ -139,11 +138,12 @@ class GradualPruner:
         self.start_step, self.end_step = resolve_start_end(config.start, config.end, total_steps)
         warn_if_schedule_outruns(config, self.start_step, self.end_step, total_steps)
         self.modules, self.groups = resolve_groups(model, config)
+        self.keep_masks = KeepMasks(self.modules)  # partitioned like the weights under ZeRO-3 / FSDP2
         criterion_cls = get_registry().get("pruning_criterion", config.criterion)
         refuse_unsupported_engine(config, criterion_cls, self.modules)
         # PEFT: LoRA updates over pruned base layers are masked too (no-op for other models)
         peft_lora_hooks.attach_pruning(
-            model, self.modules, lambda name: self.masks.get(name), needs_weight_gradients=criterion_cls.uses_gradients
+            model, self.modules, self._mask_or_none, needs_weight_gradients=criterion_cls.uses_gradients
         )
         self.criterion: PruningCriterion = criterion_cls(seed=config.seed, **(config.criterion_kwargs or {}))
         self.criterion.attach(self.modules)
@@ -155,12 +155,22 @@ class GradualPruner:
                 logger.warning(
                     "hf_compress: resuming without saved pruning state; masks restart from the weights' zeros"
                 )
-            self.masks = {name: mask_from_weight(module) for name, module in self.modules.items()}
+            for name, module in self.modules.items():
+                self.keep_masks.set(name, mask_from_weight(module))
             self._measure_initial_sparsity()
             if step == 0 and is_mask_update_step(0, self.start_step, self.end_step, config.frequency):
                 self._update_masks(0)
         self._refresh_statistics()
-        apply_masks_(self.modules, self.masks)
+        self.keep_masks.apply_()
+
+    @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        """``{module name: bool [out, in]}``, True = kept. Under ZeRO-3 / FSDP2 this gathers every mask whole (a
+        collective: read it on every rank); :attr:`keep_masks` serves one module at a time."""
+        return {name: self.keep_masks.full(name) for name in self.keep_masks.names()}
+
+    def _mask_or_none(self, name: str) -> torch.Tensor | None:
+        return self.keep_masks.full(name) if name in self.keep_masks else None
 
     def _measure_initial_sparsity(self) -> None:
         pooled_pruned = pooled_total = 0
@@ -188,25 +198,29 @@ class GradualPruner:
                 self._scores_checked.add(name)
         return scores
 
-    def _unit_scores(self, group: _Group, scores: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, int]:
+    def _group_keeps(self, group: _Group) -> dict[str, torch.Tensor]:
+        """The whole masks of one group (ZeRO-3 / FSDP2: gathered, this group only)."""
+        return {name: self.keep_masks.full(name) for name in group.modules}
+
+    def _unit_scores(
+        self, group: _Group, scores: dict[str, torch.Tensor] | None, keeps: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, int]:
         """Unit scores of a group (``-inf`` = already pruned); ``scores=None`` gives zeros (for counting only)."""
+        keeps = self._group_keeps(group) if keeps is None else keeps
         if scores is None:
-            scores = {
-                name: torch.zeros(self.masks[name].shape, device=self.masks[name].device) for name in group.modules
-            }
+            scores = {name: torch.zeros(keep.shape, device=keep.device) for name, keep in keeps.items()}
         if group.heads is not None:
-            units = group.heads.unit_scores(scores).to(self.masks[group.modules[0]].device)
-            units.masked_fill_(group.heads.pruned_units(self.masks).to(units.device), float("-inf"))
+            units = group.heads.unit_scores(scores).to(keeps[group.modules[0]].device)
+            units.masked_fill_(group.heads.pruned_units(keeps).to(units.device), float("-inf"))
             return units, group.heads.unit_size
         name = group.modules[0]
-        return unit_scores(scores[name], self.pattern, self.masks[name])
+        return unit_scores(scores[name], self.pattern, keeps[name])
 
     def _group_numel(self, group: _Group) -> int:
         """Weights a group's units stand for (units times unit size)."""
         if group.heads is not None:
             return group.heads.num_units * group.heads.unit_size
-        mask = self.masks[group.modules[0]]
-        return mask.shape[0] * mask.shape[1]
+        return self.keep_masks.numel(group.modules[0])
 
     def _group_target(self, group: _Group, step: int, initial: float, final: float) -> float:
         schedule = get_registry().get("schedule", self.config.schedule)
@@ -219,15 +233,19 @@ class GradualPruner:
             _Group("", [], self.config.final_sparsity, True), step, self.initial_sparsity, self.config.final_sparsity
         )
 
-    def _apply_pruned_units(self, group: _Group, pruned: torch.Tensor) -> None:
+    def _apply_pruned_units(
+        self, group: _Group, pruned: torch.Tensor, keeps: dict[str, torch.Tensor] | None = None
+    ) -> None:
+        keeps = self._group_keeps(group) if keeps is None else keeps
         if group.heads is not None:
-            keeps = {name: self.masks[name].clone() for name in group.modules}
+            keeps = {name: keep.clone() for name, keep in keeps.items()}
             group.heads.apply_pruned_units(pruned.cpu(), keeps)
-            self.masks.update(keeps)
+            for name, keep in keeps.items():
+                self.keep_masks.set(name, keep)
             return
         name = group.modules[0]
-        keep = keep_from_pruned_units(pruned, self.pattern, self.masks[name].shape)
-        self.masks[name] = keep.to(self.masks[name].device) & self.masks[name]
+        old = keeps[name]
+        self.keep_masks.set(name, keep_from_pruned_units(pruned, self.pattern, old.shape).to(old.device) & old)
 
     @torch.no_grad()
     def _update_masks(self, step: int) -> None:
@@ -238,9 +256,10 @@ class GradualPruner:
         layer_groups = [g for g in self.groups if not (pooled and g.in_global_pool)]
         pool = [g for g in self.groups if pooled and g.in_global_pool]
         for group in layer_groups:
-            units, _ = self._unit_scores(group, self._module_scores(group))
+            keeps = self._group_keeps(group)
+            units, _ = self._unit_scores(group, self._module_scores(group), keeps)
             target = self._group_target(group, step, group.initial_sparsity, group.final_sparsity)
-            self._apply_pruned_units(group, lowest_units(units, units_for_sparsity(target, units.numel())))
+            self._apply_pruned_units(group, lowest_units(units, units_for_sparsity(target, units.numel())), keeps)
         if pool:
             score_fns = [lambda group=group: self._unit_scores(group, self._module_scores(group)) for group in pool]
             total = sum(self._group_numel(group) for group in pool)
@@ -251,26 +270,33 @@ class GradualPruner:
         if self.criterion.updates_weights:  # e.g. sparsegpt: compensate the removed weights with the kept ones
             for name, module in self.modules.items():
                 with distributed.gathered_weights([module]):
-                    self.criterion.update_weights(name, module, self.masks[name])
+                    self.criterion.update_weights(name, module, self.keep_masks.full(name))
         self.last_update_step = step
         self._refresh_statistics()
 
     def _agree_across_ranks(self) -> None:
-        """Compare a checksum of the masks across ranks; broadcast rank 0's masks should they differ."""
+        """Compare a checksum of the masks each rank computed; should they differ, make them one.
+
+        Unpartitioned masks become rank 0's. Masks partitioned like the weights (ZeRO-3, FSDP2) are pieced together
+        from each rank's own piece, the same whole on every rank.
+        """
         if not distributed.is_distributed():
             return
-        checksums = distributed.all_gather_objects(mask_checksum(self.masks))
+        names = self.keep_masks.names()
+        checksums = distributed.all_gather_objects([self.keep_masks.fingerprint(name) for name in names])
         if all(checksum == checksums[0] for checksum in checksums):
             return
         self.mask_divergences += 1
         logger.warning("hf_compress: pruning masks differed across ranks; using rank 0's masks")
-        for name, mask in self.masks.items():
-            as_bytes = mask.to(torch.uint8)
+        for name in names:
+            as_bytes = self.keep_masks.full(name).to(torch.uint8)
             distributed.broadcast_(as_bytes, src=0)
-            self.masks[name] = as_bytes.bool()
+            self.keep_masks.set(name, as_bytes.bool())
 
     def _refresh_statistics(self) -> None:
-        self._layer_sparsity = {name: mask_sparsity(mask) for name, mask in self.masks.items()}
+        self._layer_sparsity = {
+            name: 1.0 - self.keep_masks.kept(name) / self.keep_masks.numel(name) for name in self.keep_masks.names()
+        }
         self._pruned_any = {name: value > 0 for name, value in self._layer_sparsity.items()}
 
     # ---------------------------------------------------------------- training steps
@@ -281,7 +307,7 @@ class GradualPruner:
         if self.criterion.uses_gradients:
             self.criterion.on_gradients(self.modules)
         if self.config.mask_gradients:
-            mask_gradients_(self.modules, self._nontrivial_masks())
+            self.keep_masks.apply_to_gradients_(self._nontrivial_names())
 
     def update(self, step: int) -> None:
         """After optimizer step ``step`` (1-based): update the masks on a mask-update step, and re-apply them."""
@@ -291,16 +317,17 @@ class GradualPruner:
             step, self.start_step, self.end_step, self.config.frequency
         ):
             self._update_masks(step)
-        apply_masks_(self.modules, self._nontrivial_masks())
+        self.keep_masks.apply_(self._nontrivial_names())
 
-    def _nontrivial_masks(self) -> dict[str, torch.Tensor]:
-        return {name: mask for name, mask in self.masks.items() if self._pruned_any.get(name, True)}
+    def _nontrivial_names(self) -> list[str]:
+        return [name for name in self.keep_masks.names() if self._pruned_any.get(name, True)]
 
     def sparsity_logs(self, step: int) -> dict[str, float]:
         """``sparsity`` (current, over the pruned modules), ``sparsity_target`` (the schedule's value in force),
         ``sparsity_layer_min`` and ``sparsity_layer_max``."""
-        pruned = sum(self._layer_sparsity[name] * mask.numel() for name, mask in self.masks.items())
-        total = sum(mask.numel() for mask in self.masks.values())
+        names = self.keep_masks.names()
+        pruned = sum(self._layer_sparsity[name] * self.keep_masks.numel(name) for name in names)
+        total = sum(self.keep_masks.numel(name) for name in names)
         last = self.last_update_step
         target = self.initial_sparsity if last is None else self.scheduled_target(min(step, last))
         return {
@@ -312,7 +339,9 @@ class GradualPruner:
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
         """``(tensors, meta)`` to checkpoint: masks, criterion tensors, schedule position."""
-        tensors = {f"mask.{name}": mask for name, mask in self.masks.items()}
+        tensors = {}
+        for name in self.keep_masks.names():  # whole masks, one at a time, bit-packed: a checkpoint is portable
+            tensors[f"mask_bits.{name}"] = pack_bits(self.keep_masks.full(name))
         tensors.update({f"criterion.{key}": value for key, value in self.criterion.state_dict().items()})
         meta = {
             "config": self.config.to_dict(),
@@ -322,20 +351,28 @@ class GradualPruner:
             "initial_sparsity": self.initial_sparsity,
             "group_initial_sparsity": {group.name: group.initial_sparsity for group in self.groups},
             "mask_divergences": self.mask_divergences,
+            "mask_shapes": {name: list(self.keep_masks.shape(name)) for name in self.keep_masks.names()},
         }
         return tensors, meta
 
     def _restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-        missing = [name for name in self.modules if f"mask.{name}" not in tensors]
+        shapes = meta.get("mask_shapes", {})
+        missing = [
+            name
+            for name in self.modules
+            if f"mask.{name}" not in tensors and not (f"mask_bits.{name}" in tensors and name in shapes)
+        ]
         if missing:
             raise ValueError(
                 f"targets: the checkpoint's pruning state has no masks for {missing[:4]}; resume with the same "
                 "targets/exclude/pattern as the run that wrote it"
             )
-        self.masks = {
-            name: tensors[f"mask.{name}"].to(torch.bool).to(module.weight.device)
-            for name, module in self.modules.items()
-        }
+        for name, module in self.modules.items():
+            if f"mask_bits.{name}" in tensors:
+                mask = unpack_bits(tensors[f"mask_bits.{name}"], torch.Size(shapes[name]))
+            else:  # written before masks were bit-packed
+                mask = tensors[f"mask.{name}"].to(torch.bool)
+            self.keep_masks.set(name, mask.to(module.weight.device))
         prefix = "criterion."
         self.criterion.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
         self.last_update_step = meta.get("last_update_step")
@@ -349,7 +386,7 @@ class GradualPruner:
         """Bake the masks into the weights (the weights themselves hold the zeros) and detach the criterion."""
         if not self.active:
             return
-        apply_masks_(self.modules, self.masks)
+        self.keep_masks.apply_()
         self.criterion.detach()
         self.active = False
 
@@ -374,16 +411,4 @@ def refuse_unsupported_engine(config: PruningConfig, criterion_cls, modules: dic
 
 def mask_checksum(masks: dict[str, torch.Tensor]) -> list[tuple[str, int, int, int]]:
     """A cheap fingerprint of masks: per module, kept count and index-weighted row and column sums of the mask."""
-    out = []
-    for name, mask in masks.items():
-        rows = torch.arange(mask.shape[0], device=mask.device, dtype=torch.int64)
-        cols = torch.arange(mask.shape[1], device=mask.device, dtype=torch.int64)
-        out.append(
-            (
-                name,
-                int(mask.sum()),
-                int((mask.sum(dim=1) * rows).sum()),
-                int((mask.sum(dim=0) * cols).sum()),
-            )
-        )
-    return out
+    return [(name, *mask_fingerprint(mask)) for name, mask in masks.items()]

@@ -24,4 +24,5 @@ def test_two_ranks_hold_identical_masks_at_every_update(tmp_path):
     final = float(next(line for line in rank0 if line.startswith("final_sparsity")).split()[1])
     assert abs(final - 0.6) <= 0.001
     assert "fsdp_shard_mask ok" in rank0
+    assert "fsdp_partitioned_masks ok" in rank0
     assert any(line.startswith("one_shot masks ") and line.endswith(" 2:4 True layers 14") for line in rank0)

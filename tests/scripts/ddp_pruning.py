@@ -1,7 +1,7 @@
 """Run under `accelerate launch --multi_gpu --num_processes 2 ddp_pruning.py OUT_DIR` (CPU, gloo).
 
 Each rank writes OUT_DIR/rank<r>.txt: one line per mask update with a SHA-256 of every mask, then the count of
-cross-rank mask divergences, the result of the FSDP2 shard-picking check, then hashes of the masks and weights
+cross-rank mask divergences, the results of the FSDP2 shard-picking and partitioned-mask checks, then hashes of the masks and weights
 after a SparseGPT one-shot (OneShotPruningCallback) and a "sparsegpt"-criterion update on each rank's own batches.
 tests/pruning/test_ddp.py compares them.
 """
@@ -67,6 +67,37 @@ def check_fsdp_shard_picking(lines: list[str]) -> None:
     lines.append(f"fsdp_shard_mask {'ok' if ok else 'WRONG'}")
 
 
+def check_fsdp_partitioned_masks(lines: list[str]) -> None:
+    """GradualPruner on FSDP2 (dim-0 DTensor) weights: each rank stores only its shard's half of every mask, and the
+    masks and pruned weights equal an unsharded run's."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    from hf_compress.pruning.gradual import GradualPruner, resolve_groups
+
+    mesh = init_device_mesh("cpu", (2,))
+    results = []
+    for build, pattern in ((tiny_gpt2, "unstructured"), (tiny_llama, "2:4")):
+        config = PruningConfig(
+            target_sparsity=0.5, pattern=pattern, scope="global", schedule="one_shot", start=0, end=0
+        )
+        plain_model, sharded_model = build(0), build(0)
+        plain = GradualPruner(plain_model, config, total_steps=4)
+        for module in resolve_groups(sharded_model, config)[0].values():
+            module.weight = torch.nn.Parameter(distribute_tensor(module.weight.detach(), mesh, [Shard(0)]))
+        sharded = GradualPruner(sharded_model, config, total_steps=4)
+        sharded.update(1)
+        plain.update(1)
+        same_masks = all(torch.equal(sharded.masks[name], mask) for name, mask in plain.masks.items())
+        same_weights = all(
+            torch.equal(distributed.full_tensor(sharded.modules[name].weight.detach()), module.weight.detach())
+            for name, module in plain.modules.items()
+        )
+        ratio = sharded.keep_masks.stored_bytes() / plain.keep_masks.stored_bytes()
+        results.append(same_masks and same_weights and 0.45 <= ratio <= 0.55)
+    lines.append(f"fsdp_partitioned_masks {'ok' if all(results) else 'WRONG'}")
+
+
 def check_one_shot(out_dir: str, lines: list[str]) -> None:
     """SparseGPT at train begin, calibrated on each rank's own batches, then criterion "sparsegpt" on training
     batches: Hessians are averaged, so every rank must end with the same masks and weights (DDP does not re-sync
@@ -109,6 +140,7 @@ def main(out_dir: str) -> None:
         f"final_sparsity {1 - sum(int(m.sum()) for m in pruning.masks.values()) / sum(m.numel() for m in pruning.masks.values()):.6f}"
     )
     check_fsdp_shard_picking(lines)
+    check_fsdp_partitioned_masks(lines)
     check_one_shot(out_dir, lines)
     with open(os.path.join(out_dir, f"rank{distributed.rank()}.txt"), "w") as handle:
         handle.write("\n".join(lines) + "\n")

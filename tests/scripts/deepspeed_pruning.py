@@ -156,8 +156,11 @@ def train(out_dir: str, stage: int, case: str, resume: str | None = None):
     trainer = Trainer(model=model, args=args, train_dataset=dataset_for("llama", n=64), callbacks=callbacks)
     trainer.train(resume_from_checkpoint=resume)
     weights = whole_model(model)
-    sparsity = 1 - sum(int(m.sum()) for m in pruning.masks.values()) / sum(m.numel() for m in pruning.masks.values())
-    return records, weights, sparsity, type(trainer.model_wrapped).__name__
+    masks = pruning.masks
+    sparsity = 1 - sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
+    # bytes this rank holds per weight of the whole masks
+    held = pruning.pruner.keep_masks.stored_bytes() / sum(m.numel() for m in masks.values())
+    return records, weights, sparsity, held, type(trainer.model_wrapped).__name__
 
 
 def run_hallucination_eval(out_dir: str, stage: int) -> dict:
@@ -199,14 +202,15 @@ def main(out_dir: str, stage: int, cases: list[str]) -> None:
     torch.set_num_threads(1)
     results = {}
     for case in cases:
-        records, weights, sparsity, engine = train(out_dir, stage, case)
+        records, weights, sparsity, mask_bytes_held, engine = train(out_dir, stage, case)
         checkpoint = os.path.join(out_dir, case, f"checkpoint-{SAVE_AT}")
-        resumed_records, resumed, _, _ = train(out_dir, stage, case, resume=checkpoint)
+        resumed_records, resumed, *_ = train(out_dir, stage, case, resume=checkpoint)
         results[case] = {
             "engine": engine,
             "updates": records,
             "resumed_updates": resumed_records,
             "final_sparsity": sparsity,
+            "mask_bytes_held": mask_bytes_held,
         }
         if distributed.is_main_process():
             save_file(weights, os.path.join(out_dir, f"{case}.final.safetensors"))
