@@ -367,28 +367,31 @@ def global_worker(target: float) -> dict:
         args = training_args(folder, max_steps=10)
         state = TrainerState(max_steps=10)
         callback.on_train_begin(args, state, TrainerControl(), model=model)
-    pruned_params = sum(mask.numel() for mask in callback.masks.values())
-    mask_bytes = callback.pruner.keep_masks.stored_bytes()
+    pruner, keep_masks = callback.pruner, callback.pruner.keep_masks
+    pruned_params = sum(keep_masks.numel(name) for name in keep_masks.names())
+    mask_bytes = keep_masks.stored_bytes()
 
     count = int(round(target * pruned_params))
-    # (a) the threshold search alone, with the callback's own per-module score functions
+    # (a) the threshold search alone, with the pruner's own per-module score functions
     score_fns = [
-        lambda group=group: callback._unit_scores(group, callback._module_scores(group)) for group in callback.groups
+        lambda group=group: pruner._unit_scores(group, pruner._module_scores(group)) for group in pruner.groups
     ]
     extra_threshold_bytes, (threshold, threshold_seconds) = _extra_peak(
         lambda: _timed(global_threshold, score_fns, count)
     )
     # (b) the whole global mask update exactly as the callback runs it at a mask-update step
-    extra_bytes, (_, seconds) = _extra_peak(lambda: _timed(callback._update_masks, 10))
-    # the update replaces each module's mask by a new one: at most one module's old mask is alive in addition
-    largest_mask = max(mask.numel() * mask.element_size() for mask in callback.masks.values())
+    extra_bytes, (_, seconds) = _extra_peak(lambda: _timed(pruner._update_masks, 10))
+    # the update replaces each module's mask by a new one: at most one module's whole (bool) mask is alive in addition
+    largest_mask = max(keep_masks.numel(name) for name in keep_masks.names())
 
-    pruned = sum(int((~mask).sum()) for mask in callback.masks.values())
+    masks = callback.masks  # whole, unpacked to bool, read once
+    pruned = sum(int((~mask).sum()) for mask in masks.values())
     found_threshold = max(
-        float(weight_out_in(module.weight.detach(), module).abs()[~callback.masks[name]].max())
+        float(weight_out_in(module.weight.detach(), module).abs()[~masks[name]].max())
         for name, module in callback.modules.items()
-        if (~callback.masks[name]).any()
+        if (~masks[name]).any()
     )
+    del masks
     # exact threshold, only for the comparison: k-th smallest |w| over a concatenation of all targeted weights
     all_scores = torch.cat([module.weight.detach().abs().reshape(-1) for module in callback.modules.values()])
     exact_threshold = float(torch.kthvalue(all_scores, count).values)
