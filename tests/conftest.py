@@ -132,6 +132,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def end_launched_process() -> None:
+    """Last call of a script run by ``accelerate launch`` or ``torchrun``: tear gloo down, then exit at once.
+
+    With gloo (and DeepSpeed's CPU backend) loaded, interpreter finalization can still abort with "terminate called
+    without an active exception" after ``destroy_process_group``; ``os._exit`` skips finalization. Results must be
+    written before this call.
+    """
+    import sys
+
+    from hf_compress import distributed
+
+    distributed.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def launch_two_processes(script, *script_args, timeout: int = 300):
     """Run ``script`` on 2 CPU processes (gloo) with ``accelerate launch --multi_gpu``; fail the test on error."""
     import subprocess

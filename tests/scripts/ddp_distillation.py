@@ -16,10 +16,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from transformers import Trainer  # noqa: E402
 
-from conftest import LMDataset, tiny_llama, training_args  # noqa: E402
+from conftest import LMDataset, end_launched_process, tiny_llama, training_args  # noqa: E402
 from hf_compress import DistillationCallback, DistillationConfig  # noqa: E402
 from hf_compress.distillation.projections import LayerProjections  # noqa: E402
-from hf_compress.distributed import all_gather_objects, rank, shutdown, world_size  # noqa: E402
+from hf_compress.distributed import all_gather_objects, rank, world_size  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -58,4 +58,4 @@ def main(result_path: str, output_dir: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2])
-    shutdown()
+    end_launched_process()

@@ -15,9 +15,9 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from transformers import Trainer  # noqa: E402
 
-from conftest import LMDataset, tiny_llama, training_args  # noqa: E402
+from conftest import LMDataset, end_launched_process, tiny_llama, training_args  # noqa: E402
 from hf_compress import QATCallback, QATConfig, export  # noqa: E402
-from hf_compress.distributed import rank, shutdown, world_size  # noqa: E402
+from hf_compress.distributed import rank, world_size  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -36,4 +36,4 @@ def main(out: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
-    shutdown()
+    end_launched_process()

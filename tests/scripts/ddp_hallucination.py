@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "metrics"))
 from test_hallucination_callback import OneSentence, make_tokenizer  # noqa: E402
 from transformers import Trainer  # noqa: E402
 
-from conftest import tiny_gpt2, training_args  # noqa: E402
+from conftest import end_launched_process, tiny_gpt2, training_args  # noqa: E402
 from hf_compress import HallucinationEvalCallback, distributed  # noqa: E402
 
 PROMPTS = ["the sky is", "grass is green", "mount everest is"]  # 3 prompts: uneven shards
@@ -63,4 +63,4 @@ def main(out_dir: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
-    distributed.shutdown()
+    end_launched_process()

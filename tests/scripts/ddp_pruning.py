@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from transformers import Trainer, TrainerCallback  # noqa: E402
 
-from conftest import dataset_for, tiny_gpt2, tiny_llama, training_args  # noqa: E402
+from conftest import dataset_for, end_launched_process, tiny_gpt2, tiny_llama, training_args  # noqa: E402
 from hf_compress import OneShotPruningCallback, PruningCallback, PruningConfig, distributed  # noqa: E402
 from hf_compress.pruning.masks import apply_masks_, mask_in_storage_layout  # noqa: E402
 
@@ -148,4 +148,4 @@ def main(out_dir: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
-    distributed.shutdown()
+    end_launched_process()

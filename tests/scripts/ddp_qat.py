@@ -16,9 +16,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from transformers import Trainer, TrainerCallback  # noqa: E402
 
-from conftest import LMDataset, tiny_llama, training_args  # noqa: E402
+from conftest import LMDataset, end_launched_process, tiny_llama, training_args  # noqa: E402
 from hf_compress import QATCallback, QATConfig  # noqa: E402
-from hf_compress.distributed import all_gather_objects, is_main_process, shutdown, world_size  # noqa: E402
+from hf_compress.distributed import all_gather_objects, is_main_process, world_size  # noqa: E402
 
 torch.set_num_threads(1)
 OUTPUT = sys.argv[1]
@@ -94,4 +94,4 @@ if is_main_process():
             },
             handle,
         )
-shutdown()
+end_launched_process()

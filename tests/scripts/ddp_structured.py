@@ -15,7 +15,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from transformers import Trainer, TrainerCallback  # noqa: E402
 
-from conftest import dataset_for, tiny_llama, training_args  # noqa: E402
+from conftest import dataset_for, end_launched_process, tiny_llama, training_args  # noqa: E402
 from hf_compress import StructuredPruningCallback, StructuredPruningConfig, distributed  # noqa: E402
 
 
@@ -72,8 +72,8 @@ def main(out_dir: str) -> None:
     lines.append(f"world_size {distributed.world_size()}")
     with open(os.path.join(out_dir, f"rank{distributed.rank()}.txt"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
-    distributed.shutdown()
 
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    end_launched_process()

@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from safetensors.torch import save_file  # noqa: E402
 from transformers import Trainer, TrainerCallback  # noqa: E402
 
-from conftest import dataset_for, tiny_llama, training_args  # noqa: E402
+from conftest import dataset_for, end_launched_process, tiny_llama, training_args  # noqa: E402
 from hf_compress import (  # noqa: E402
     DistillationCallback,
     DistillationConfig,
@@ -239,5 +239,4 @@ def main(out_dir: str, stage: int, cases: list[str]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",") if len(sys.argv) > 3 else list(CASES))
-    distributed.shutdown()
-    os._exit(0)  # DeepSpeed's CPU communication backend can abort at interpreter exit
+    end_launched_process()

@@ -18,7 +18,7 @@ from transformers import Trainer, TrainerCallback
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import hf_compress  # noqa: E402
-from conftest import LMDataset, tiny_llama, training_args  # noqa: E402
+from conftest import LMDataset, end_launched_process, tiny_llama, training_args  # noqa: E402
 from hf_compress import distributed  # noqa: E402
 from hf_compress.pruning.callback import PruningCallback  # noqa: E402
 
@@ -82,4 +82,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    distributed.shutdown()
+    end_launched_process()
