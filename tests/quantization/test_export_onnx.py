@@ -17,7 +17,12 @@ from transformers import Trainer
 from conftest import MODEL_FACTORIES, dataset_for, training_args
 from hf_compress import PruningCallback, PruningConfig, QATCallback, QATConfig, export
 from hf_compress.quantization.cli import export_main
-from hf_compress.quantization.export_onnx import OnnxExportError, inference_session, session_outputs
+from hf_compress.quantization.export_onnx import (
+    OnnxExportError,
+    cpu_lacks_vnni,
+    inference_session,
+    session_outputs,
+)
 from hf_compress.quantization.export_verify import model_outputs
 
 onnx = pytest.importorskip("onnx")
@@ -121,6 +126,8 @@ def test_post_training_int8_is_explicit_and_logged(tmp_path, caplog, family, mod
     assert "never QAT-prepared" in caplog.text and f"{mode} post-training" in caplog.text
     assert result.method == f"ptq-{mode}" and result.layers > 0
     assert result.top1_agreement >= 0.9 and result.max_abs_diff < 0.05
+    # without VNNI (AVX2 only) full-range u8 x s8 products saturate: 8- and 7-bit weights are compared, and said so
+    assert any("no VNNI" in note for note in result.notes) == cpu_lacks_vnni()
     ops = op_types(tmp_path / "int8")
     assert ("DequantizeLinear" in ops) if mode == "static" else ("MatMulInteger" in ops)
 
