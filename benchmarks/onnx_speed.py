@@ -35,7 +35,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer
 
 from hf_compress import QATCallback, QATConfig, export
-from hf_compress.quantization.export_onnx import inference_session
+from hf_compress.quantization.export_onnx import cpu_lacks_vnni, inference_session
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -368,6 +368,14 @@ def run_teacher(options) -> list[str]:
     return lines
 
 
+def cpu_name() -> str:
+    if os.path.exists("/proc/cpuinfo"):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=("minilm", "teacher"))
@@ -392,7 +400,8 @@ def main() -> None:
             f"Measured {datetime.date.today().isoformat()} with "
             f"`{shlex.join(['python', 'benchmarks/onnx_speed.py', *sys.argv[1:]])}` on {platform.machine()} "
             f"({os.cpu_count()} CPUs, shared; load average when written {load_average()}), torch {torch.__version__}, "
-            f"onnxruntime {onnxruntime.__version__}; {time.time() - start:.0f} s so far.",
+            f"onnxruntime {onnxruntime.__version__}; {time.time() - start:.0f} s so far. CPU: {cpu_name()}, "
+            f"{'no VNNI (AVX2 int8 kernels)' if cpu_lacks_vnni() else 'with VNNI'}.",
             "Exports by `hf_compress.export(format='onnx' | 'onnx-int8')` (torch's TorchScript exporter, opset 17). "
             "Latency ratios come from interleaved rounds in one process, so load hits every model alike.",
             "",

@@ -11,9 +11,11 @@
   (run in its own venv by ``benchmarks/structured_torch_pruning.py``) and from-scratch training.
 
     python benchmarks/structured_bench.py --only speed
+    python benchmarks/structured_bench.py --only speed --size base   # the same cuts on a ~125M Llama
     python benchmarks/structured_bench.py --only memory
     python benchmarks/structured_bench.py --only overhead
     python benchmarks/structured_bench.py --only quality --teacher-steps 300 --recovery-steps 300
+    python benchmarks/structured_bench.py --only recovery-lr --width 256 --teacher-steps 2000   # lr on a dev split
 """
 
 from __future__ import annotations
@@ -53,6 +55,13 @@ SPEED_SHAPES = {
         "num_hidden_layers": 4,
     },
 }
+# a ~125M-parameter Llama (12 layers, width 768, GQA 12/4 heads of 64, MLP 2048, vocab 32,000): the same cuts at a
+# size where the work per call, not Python's per-call overhead, sets the latency
+BASE_SPEED_SHAPES = {
+    "width H576 MLP 1024 KV 2": {"num_key_value_heads": 2, "intermediate_size": 1024, "hidden_size": 576},
+    "depth 6/12 layers": {"num_hidden_layers": 6},
+    "width H384 MLP 1024 KV 2": {"num_key_value_heads": 2, "intermediate_size": 1024, "hidden_size": 384},
+}
 
 
 def teacher_config() -> LlamaConfig:
@@ -67,6 +76,23 @@ def teacher_config() -> LlamaConfig:
         max_position_embeddings=SEQ_LEN,
         tie_word_embeddings=False,
     )
+
+
+def base_config() -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=32000,
+        hidden_size=768,
+        intermediate_size=2048,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        num_key_value_heads=4,
+        head_dim=64,
+        max_position_embeddings=SEQ_LEN,
+        tie_word_embeddings=False,
+    )
+
+
+SPEED_SIZES = {"protocol": (teacher_config, SPEED_SHAPES), "base": (base_config, BASE_SPEED_SHAPES)}
 
 
 def params(model) -> int:
@@ -144,15 +170,16 @@ def memory_mib(path: str, batch: int) -> tuple[float, float]:
     return resident / 1024, forward / 1024
 
 
-def save_speed_models() -> dict[str, str]:
+def save_speed_models(size: str = "protocol") -> dict[str, str]:
     """The dense teacher and its shrunk students, saved with ``save_pretrained``: ``{label: path}``."""
+    make_config, shapes = SPEED_SIZES[size]
     torch.manual_seed(0)
-    teacher = LlamaForCausalLM(teacher_config()).eval()
+    teacher = LlamaForCausalLM(make_config()).eval()
     work = tempfile.mkdtemp(prefix="structured-speed-")
     models = {}
     teacher.save_pretrained(os.path.join(work, "dense"))
     models["dense teacher"] = os.path.join(work, "dense")
-    for label, shape in SPEED_SHAPES.items():
+    for label, shape in shapes.items():
         path = os.path.join(work, label.split()[0] + str(len(models)))
         shrunk_copy(teacher, shape).save_pretrained(path)
         models[label] = path
@@ -185,7 +212,7 @@ def run_memory(options) -> str:
 
 
 def run_speed(options) -> str:
-    models = save_speed_models()
+    models = save_speed_models(options.size)
     loaded = {label: AutoModelForCausalLM.from_pretrained(path).eval() for label, path in models.items()}
     rows = []
     dense_params = params(loaded["dense teacher"])
@@ -321,9 +348,17 @@ def write_section(name: str, title: str, body: str, command: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", default="speed", help="speed, memory, overhead or quality (comma-separated)")
+    parser.add_argument(
+        "--only", default="speed", help="speed, memory, overhead, quality or recovery-lr (comma-separated)"
+    )
     parser.add_argument("--reps", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--size",
+        default="protocol",
+        choices=sorted(SPEED_SIZES),
+        help="speed: the protocol's teacher or a ~125M Llama",
+    )
     parser.add_argument("--overhead-steps", type=int, default=40)
     parser.add_argument("--overhead-rounds", type=int, default=2)
     parser.add_argument("--overhead-criterion", default="magnitude")
@@ -333,7 +368,11 @@ def main() -> None:
         began = time.perf_counter()
         if what == "speed":
             body = run_speed(options)
-            write_section("speed", "Speed of the saved shrunk model vs the dense teacher (CPU)", body, command)
+            if options.size == "protocol":
+                write_section("speed", "Speed of the saved shrunk model vs the dense teacher (CPU)", body, command)
+            else:
+                title = "Speed at ~125M parameters: the same cuts on a 12-layer, 768-wide Llama (CPU)"
+                write_section(f"speed-{options.size}", title, body, command)
         elif what == "memory":
             body = run_memory(options)
             write_section("memory", "Memory of the saved shrunk model vs the dense teacher (CPU)", body, command)
@@ -345,8 +384,13 @@ def main() -> None:
 
             name, title, body = run_quality(rest)
             write_section(name, title, body, command)
+        elif what == "recovery-lr":
+            from structured_quality import run_recovery_lr
+
+            name, title, body = run_recovery_lr(rest)
+            write_section(name, title, body, command)
         else:
-            raise SystemExit(f"--only: unknown {what!r}; use speed, memory, overhead, quality")
+            raise SystemExit(f"--only: unknown {what!r}; use speed, memory, overhead, quality, recovery-lr")
         print(body, flush=True)
         print(f"[{what}: {time.perf_counter() - began:.0f} s]", flush=True)
 

@@ -13,16 +13,23 @@ from __future__ import annotations
 
 import argparse
 import copy
+import glob
 import json
 import os
 import subprocess
 import time
 
 import torch
-from pipelines import perplexity, split_windows, training_args
+from pipelines import ByteWindows, perplexity, split_windows, training_args
 from transformers import LlamaConfig, LlamaForCausalLM, Trainer
 
-from hf_compress import DistillationCallback, DistillationConfig, StructuredPruningConfig, shrink_to
+from hf_compress import (
+    DistillationCallback,
+    DistillationConfig,
+    StructuredPruningCallback,
+    StructuredPruningConfig,
+    shrink_to,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORK = os.path.join(HERE, "_work", "structured")
@@ -30,6 +37,8 @@ TP_PYTHON = "/tmp/tpvenv/bin/python"
 TP_SCRIPT = os.path.join(HERE, "structured_torch_pruning.py")
 # Torch-Pruning's uniform width ratio per level: 0.375 (hidden 128 -> 80, a multiple of the heads) keeps about 0.4x of the parameters (level a), 0.5 about 0.26x
 TP_RATIOS = {"tp_a": 0.375, "tp_b": 0.5}
+DEFAULT_RECOVERY_LR = 5e-4  # the issue's protocol
+SWEEP_RUNS = "dense,width_b,tp_b"
 
 
 def teacher_config(width: int, layers: int) -> LlamaConfig:
@@ -63,7 +72,7 @@ def kd(teacher, options):
     )
 
 
-def run_quality(argv: list[str]):
+def quality_options(argv: list[str], extra=()):
     parser = argparse.ArgumentParser()
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
@@ -72,7 +81,7 @@ def run_quality(argv: list[str]):
     parser.add_argument("--teacher-lr", type=float, default=2e-3)
     parser.add_argument("--recovery-steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", type=float, default=DEFAULT_RECOVERY_LR)
     parser.add_argument("--kd-alpha", type=float, default=0.5)
     parser.add_argument("--kd-temperature", type=float, default=2.0)
     parser.add_argument("--calibration-windows", type=int, default=64)
@@ -82,10 +91,13 @@ def run_quality(argv: list[str]):
         "scratch_b,scratch10_b",
     )
     parser.add_argument("--search-steps", type=int, default=20)
-    options = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    os.makedirs(WORK, exist_ok=True)
-    train_set, held_out = split_windows()
+    for flag, kwargs in extra:
+        parser.add_argument(flag, **kwargs)
+    return parser.parse_args(argv)
+
+
+def load_teacher(options, train_set):
+    """The teacher of ``options`` (trained on ``train_set`` the first time, then read from ``WORK``)."""
     tag = f"teacher-w{options.width}-l{options.layers}-s{options.teacher_steps}"
     teacher_path = os.path.join(WORK, tag)
     if not os.path.exists(os.path.join(teacher_path, "model.safetensors")):
@@ -98,24 +110,70 @@ def run_quality(argv: list[str]):
         Trainer(model=teacher, args=args, train_dataset=train_set).train()
         teacher.save_pretrained(teacher_path)
         print(f"teacher trained in {time.perf_counter() - began:.0f} s", flush=True)
-    teacher = LlamaForCausalLM.from_pretrained(teacher_path).eval()
-    teacher_params = params(teacher)
-    generator = torch.Generator().manual_seed(0)
-    chosen = torch.randperm(len(train_set), generator=generator)[: options.calibration_windows]
-    calibration = [
-        {"input_ids": train_set.windows[chosen[i : i + 8]], "labels": train_set.windows[chosen[i : i + 8]]}
+    return LlamaForCausalLM.from_pretrained(teacher_path).eval(), teacher_path, tag
+
+
+def calibration_batches(windows, count: int) -> list[dict]:
+    chosen = torch.randperm(len(windows), generator=torch.Generator().manual_seed(0))[:count]
+    return [
+        {"input_ids": windows.windows[chosen[i : i + 8]], "labels": windows.windows[chosen[i : i + 8]]}
         for i in range(0, len(chosen), 8)
     ]
-    results_path = os.path.join(WORK, f"{tag}-R{options.recovery_steps}.json")
+
+
+def shapes_for(width: int, layers: int) -> dict:
+    # level a: about half the parameters; level b: the shape Torch-Pruning's ratio 0.5 gives (about a quarter)
+    return {
+        "width_a": {
+            "num_key_value_heads": width // 64,
+            "intermediate_size": 3 * width // 2,
+            "hidden_size": 3 * width // 4,
+        },
+        "depth_a": {"num_hidden_layers": layers // 2},
+        "width_b": {
+            "num_key_value_heads": width // 64,
+            "intermediate_size": 3 * width // 2,
+            "hidden_size": width // 2,
+        },
+    }
+
+
+def gradual_student(teacher, shape: dict, options):
+    """A copy of the teacher and the callbacks that prune it gradually to ``shape`` while it distills (shrunk at
+    train end, in place): masks follow the cubic schedule over the first 60% of the R steps, re-scored every 10."""
+    config = StructuredPruningConfig(
+        shape=shape, mode="gradual", criterion="activation", end_step=0.6, update_every=10
+    )
+    return copy.deepcopy(teacher).requires_grad_(True), [StructuredPruningCallback(config), kd(teacher, options)]
+
+
+def shape_of(model) -> dict:
+    c = model.config
+    return {
+        "num_layers": c.num_hidden_layers,
+        "hidden": c.hidden_size,
+        "num_heads": c.num_attention_heads,
+        "num_kv_heads": c.num_key_value_heads,
+        "intermediate": c.intermediate_size,
+    }
+
+
+def run_quality(argv: list[str]):
+    options = quality_options(argv)
+    torch.set_num_threads(1)
+    os.makedirs(WORK, exist_ok=True)
+    train_set, held_out = split_windows()
+    teacher, teacher_path, tag = load_teacher(options, train_set)
+    teacher_params = params(teacher)
+    calibration = calibration_batches(train_set, options.calibration_windows)
+    # recovery settings other than the issue's protocol get their own results file and section
+    lr_tag = ("" if options.lr == DEFAULT_RECOVERY_LR else f"-lr{options.lr:g}") + (
+        "" if options.kd_alpha == 0.5 else f"-alpha{options.kd_alpha:g}"
+    )
+    results_path = os.path.join(WORK, f"{tag}-R{options.recovery_steps}{lr_tag}.json")
     results = json.load(open(results_path)) if os.path.exists(results_path) else {}
     teacher_ppl = perplexity(teacher, held_out)
-    w = options.width
-    # level a: about half the parameters; level b: the shape Torch-Pruning's ratio 0.5 gives (about a quarter)
-    shapes = {
-        "width_a": {"num_key_value_heads": w // 64, "intermediate_size": 3 * w // 2, "hidden_size": 3 * w // 4},
-        "depth_a": {"num_hidden_layers": options.layers // 2},
-        "width_b": {"num_key_value_heads": w // 64, "intermediate_size": 3 * w // 2, "hidden_size": w // 2},
-    }
+    shapes = shapes_for(options.width, options.layers)
 
     def save():
         with open(results_path, "w") as handle:
@@ -145,7 +203,7 @@ def run_quality(argv: list[str]):
             "seconds": time.perf_counter() - began,
             "train_seconds": seconds,
         }
-        small.save_pretrained(os.path.join(WORK, f"{tag}-{key}"))
+        small.save_pretrained(os.path.join(WORK, f"{tag}{lr_tag}-{key}"))
         save()
 
     for key in options.runs.split(","):
@@ -165,6 +223,17 @@ def run_quality(argv: list[str]):
             save()
         elif key in shapes:
             student_run(key, shape=shapes[key])
+        elif key.startswith("gradual_"):
+            model, callbacks = gradual_student(teacher, shapes["width_" + key.rsplit("_", 1)[1]], options)
+            seconds = train(model, train_set, options, options.recovery_steps, callbacks, output=key)
+            results[key] = {
+                "params": params(model),
+                "fraction": params(model) / teacher_params,
+                "ppl": perplexity(model, held_out),
+                "shape": shape_of(model),
+                "train_seconds": seconds,
+            }
+            save()
         elif key == "budget_a":
             student_run(key, target=results.get("width_a", {}).get("params", int(0.5 * teacher_params)))
         elif key == "budget_b":
@@ -199,7 +268,8 @@ def run_quality(argv: list[str]):
             level = key.rsplit("_", 1)[1]
             # Torch-Pruning's shape of that level when it ran, else hf-compress's width-only shape
             source = f"tp_{level}" if f"tp_{level}" in results else f"width_{level}"
-            config = LlamaConfig.from_pretrained(os.path.join(WORK, f"{tag}-{source}"))
+            source_dir = f"{tag}-{source}" if source.startswith("tp") else f"{tag}{lr_tag}-{source}"
+            config = LlamaConfig.from_pretrained(os.path.join(WORK, source_dir))
             torch.manual_seed(0)
             model = LlamaForCausalLM(config)
             seconds = train(model, train_set, options, steps, lr=options.teacher_lr, output=key)
@@ -214,11 +284,127 @@ def run_quality(argv: list[str]):
         print(json.dumps(results.get(key)), flush=True)
 
     return (
-        "quality" if options.width == 128 else f"quality-w{options.width}",
+        ("quality" if options.width == 128 else f"quality-w{options.width}") + lr_tag,
         f"Quality: structured students vs Torch-Pruning and from-scratch (pipelines protocol, teacher width "
-        f"{options.width})",
-        table(results, options, teacher_ppl, teacher_params),
+        f"{options.width}{'' if not lr_tag else f', recovery lr {options.lr:g}, KD alpha {options.kd_alpha:g}'})",
+        table(results, options, teacher_ppl, teacher_params, best_dense_ppl(tag, options)),
     )
+
+
+def torch_pruning_student(teacher_path: str, tag: str, key: str):
+    """Torch-Pruning's one-shot student of level ``key`` (pruned in its own venv the first time), or None."""
+    out = os.path.join(WORK, f"{tag}-{key}")
+    if not os.path.exists(os.path.join(out, "config.json")):
+        if not os.path.exists(TP_PYTHON):
+            print("Torch-Pruning venv missing; skipped", flush=True)
+            return None
+        done = subprocess.run([TP_PYTHON, TP_SCRIPT, teacher_path, out, str(TP_RATIOS[key])], timeout=1800)
+        if done.returncode != 0:
+            print(f"Torch-Pruning run failed (exit {done.returncode}); skipped", flush=True)
+            return None
+    return LlamaForCausalLM.from_pretrained(out)
+
+
+def run_name(key: str, lr: float, options) -> str:
+    """Cache key of one dev-split run: the student, the lr, and the KD weight where it is not the default."""
+    kd_tag = "" if key == "dense" or options.kd_alpha == 0.5 else f" alpha{options.kd_alpha:g}"
+    return f"{key}@{lr:g}{kd_tag}"
+
+
+def run_recovery_lr(argv: list[str]):
+    """Choose the recovery learning rate on a dev split of the training windows; the held-out windows stay unread.
+
+    The dev split is every ``--dev-every``-th training window; recovery trains on the rest. The teacher is the one
+    ``run_quality`` uses (it saw the dev windows in its own training, the same for every candidate).
+    """
+    extra = [
+        ("--lrs", {"default": "5e-4,1e-3,2e-3"}),
+        ("--dev-every", {"type": int, "default": 19}),
+        ("--sweep-runs", {"default": SWEEP_RUNS}),
+    ]
+    options = quality_options(argv, extra)
+    torch.set_num_threads(1)
+    os.makedirs(WORK, exist_ok=True)
+    train_set, _ = split_windows()
+    teacher, teacher_path, tag = load_teacher(options, train_set)
+    is_dev = torch.arange(len(train_set)) % options.dev_every == 0
+    fit, dev = ByteWindows(train_set.windows[~is_dev]), ByteWindows(train_set.windows[is_dev])
+    calibration = calibration_batches(fit, options.calibration_windows)
+    shapes = shapes_for(options.width, options.layers)
+    lrs = [float(lr) for lr in options.lrs.split(",")]
+    keys = options.sweep_runs.split(",")
+    # one results file per set of runs, so two sweeps can run side by side; every file of this teacher is read
+    prefix = os.path.join(WORK, f"{tag}-R{options.recovery_steps}-lr-selection")
+    results = {}
+    for path in sorted(glob.glob(prefix + "*.json")):
+        results.update(json.load(open(path)))
+    results_path = prefix + ("" if options.sweep_runs == SWEEP_RUNS else "-" + "-".join(keys)) + ".json"
+    for lr in lrs:
+        for key in keys:
+            name = run_name(key, lr, options)
+            if name in results:
+                continue
+            print(f"== {name}", flush=True)
+            if key == "dense":
+                model, callbacks = copy.deepcopy(teacher).requires_grad_(True), []  # KD runs freeze the teacher
+            elif key in shapes:
+                config = StructuredPruningConfig(shape=shapes[key], criterion="activation")
+                model, callbacks = shrink_to(teacher, config, calibration), [kd(teacher, options)]
+                model.requires_grad_(True)
+            elif key.startswith("gradual_"):
+                model, callbacks = gradual_student(teacher, shapes["width_" + key.rsplit("_", 1)[1]], options)
+            elif key in TP_RATIOS:
+                model, callbacks = torch_pruning_student(teacher_path, tag, key), [kd(teacher, options)]
+                if model is None:
+                    continue
+            else:
+                raise SystemExit(
+                    f"--sweep-runs: unknown {key!r}; use dense, {', '.join(shapes)}, gradual_a, gradual_b, {', '.join(TP_RATIOS)}"
+                )
+            seconds = train(model, fit, options, options.recovery_steps, callbacks, lr=lr, output=f"sweep-{key}")
+            results[name] = {"dev_ppl": perplexity(model, dev), "train_seconds": seconds}
+            with open(results_path, "w") as handle:
+                json.dump(results, handle, indent=2)
+            print(json.dumps(results[name]), flush=True)
+    lines = [
+        f"Teacher as in the quality table (width {options.width}, {options.teacher_steps} steps). Dev split: every "
+        f"{options.dev_every}th training window ({len(dev)} windows); recovery: R = {options.recovery_steps} steps "
+        f"of batch {options.batch_size} on the other {len(fit)} training windows, cosine, KD alpha {options.kd_alpha} "
+        f"T {options.kd_temperature}. The held-out windows are not read. The teacher saw the dev windows in its own "
+        "training, so the dense model's dev perplexity is low and rises with the learning rate as it drifts from "
+        "them; ratios are therefore taken against the best dense run of the table, not the one at the same lr. "
+        "Dev perplexity (x the best dense reference):",
+        "",
+        "| recovery lr | " + " | ".join(LABELS.get(k, "dense teacher continued R steps") for k in keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
+    dense_runs = [
+        results[run_name("dense", lr, options)]["dev_ppl"] for lr in lrs if run_name("dense", lr, options) in results
+    ]
+    dense = min(dense_runs) if dense_runs else None
+    for lr in lrs:
+        cells = []
+        for key in keys:
+            row = results.get(run_name(key, lr, options))
+            if row is None:
+                cells.append("-")
+            elif key == "dense" or dense is None:
+                cells.append(f"{row['dev_ppl']:.4f}")
+            else:
+                cells.append(f"{row['dev_ppl']:.4f} ({row['dev_ppl'] / dense:.3f})")
+        lines.append(f"| {lr:g} | " + " | ".join(cells) + " |")
+    bests = []
+    for key in (k for k in keys if k != "dense"):
+        runs = {
+            lr: results[run_name(key, lr, options)]["dev_ppl"] for lr in lrs if run_name(key, lr, options) in results
+        }
+        if runs:
+            best = min(runs, key=runs.get)
+            bests.append(f"- `{key}`: lowest dev perplexity at lr {best:g} ({runs[best]:.4f})")
+    lines += ["", *bests] if bests else []
+    alpha_tag = "" if options.kd_alpha == 0.5 else f"-alpha{options.kd_alpha:g}"
+    title = f"Recovery learning rate chosen on a dev split (structured students, KD alpha {options.kd_alpha:g})"
+    return f"recovery-lr-w{options.width}{alpha_tag}", title, "\n".join(lines)
 
 
 LABELS = {
@@ -226,6 +412,8 @@ LABELS = {
     "depth_a": "hf-compress depth-only (block influence) + KD",
     "budget_a": "hf-compress budget search (target = width-only's params) + KD",
     "width_b": "hf-compress width-only (activation) + KD",
+    "gradual_a": "hf-compress gradual width-only (activation masks over the first 60% of R) + KD",
+    "gradual_b": "hf-compress gradual width-only (activation masks over the first 60% of R) + KD",
     "budget_b": "hf-compress budget search (target = Torch-Pruning's params) + KD",
     "tp_b": "Torch-Pruning 1.6.1 ratio 0.5 (GroupMagnitudeImportance p=2, lm_head ignored) + same R steps + KD",
     "budget_a2": "hf-compress budget search (target = Torch-Pruning's params) + KD",
@@ -237,8 +425,24 @@ LABELS = {
 }
 
 
-def table(results, options, teacher_ppl, teacher_params) -> str:
+def best_dense_ppl(tag: str, options) -> tuple[float, float] | None:
+    """``(ppl, lr)`` of the best dense reference (teacher continued R steps) over every recovery lr run so far."""
+    found = []
+    for path in glob.glob(os.path.join(WORK, f"{tag}-R{options.recovery_steps}*.json")):
+        if "lr-selection" in path:
+            continue
+        name = os.path.basename(path)[: -len(".json")]
+        lr = float(name.split("-lr")[1].split("-")[0]) if "-lr" in name else DEFAULT_RECOVERY_LR
+        dense = json.load(open(path)).get("dense")
+        if dense is not None and "-alpha" not in name:
+            found.append((dense["ppl"], lr))
+    return min(found) if found else None
+
+
+def table(results, options, teacher_ppl, teacher_params, best_dense=None) -> str:
     dense = results.get("dense", {}).get("ppl")
+    # a higher recovery lr can make the dense reference itself worse: ratios also against the best one of any lr
+    best = best_dense[0] if best_dense and best_dense[0] < (dense or float("inf")) else None
     lines = [
         f"Teacher: byte-level Llama, {options.layers} layers, width {options.width}, MLP {3 * options.width}, "
         f"{options.width // 32} heads of 32, vocab 256, {teacher_params:,} parameters, trained here for "
@@ -248,8 +452,9 @@ def table(results, options, teacher_ppl, teacher_params) -> str:
         f"(teacher continued R steps): {dense if dense is None else f'{dense:.4f}'}. From scratch uses lr "
         f"{options.teacher_lr}. Calibration: {options.calibration_windows} training windows.",
         "",
-        "| level | recipe | params (x teacher) | shape | ppl right after pruning | ppl after recovery | x dense ref |",
-        "|---|---|---|---|---|---|---|",
+        "| level | recipe | params (x teacher) | shape | ppl right after pruning | ppl after recovery | x dense ref |"
+        + (f" x best dense ref (lr {best_dense[1]:g}: {best:.4f}) |" if best else ""),
+        "|---|---|---|---|---|---|---|" + ("---|" if best else ""),
     ]
     for key in LABELS:
         row = results.get(key)
@@ -267,6 +472,7 @@ def table(results, options, teacher_ppl, teacher_params) -> str:
         lines.append(
             f"| {level} | {LABELS[key]} | {row['params']:,} ({row['fraction']:.3f}) | {shape or '-'} | "
             f"{'-' if one_shot is None else f'{one_shot:.3f}'} | {row['ppl']:.4f} | {ratio:.4f} |"
+            + (f" {row['ppl'] / best:.4f} |" if best else "")
         )
     lines += [
         "",
