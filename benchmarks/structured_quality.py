@@ -60,7 +60,8 @@ def params(model) -> int:
 
 
 def train(model, train_set, options, steps, callbacks=(), lr=None, output="run"):
-    args = training_args(os.path.join(WORK, output), steps, lr or options.lr, options.batch_size)
+    seed = getattr(options, "recovery_seed", 0)
+    args = training_args(os.path.join(WORK, output), steps, lr or options.lr, options.batch_size, seed=seed)
     began = time.perf_counter()
     Trainer(model=model, args=args, train_dataset=train_set, callbacks=list(callbacks)).train()
     return time.perf_counter() - began
@@ -85,6 +86,7 @@ def quality_options(argv: list[str], extra=()):
     parser.add_argument("--kd-alpha", type=float, default=0.5)
     parser.add_argument("--kd-temperature", type=float, default=2.0)
     parser.add_argument("--calibration-windows", type=int, default=64)
+    parser.add_argument("--recovery-seed", type=int, default=0, help="data order of the R steps (not the teacher's)")
     parser.add_argument(
         "--runs",
         default="dense,width_b,tp_b,budget_b,width_a,depth_a,budget_a,tp_a,budget_a2,scratch_a,scratch10_a,"
@@ -167,8 +169,10 @@ def run_quality(argv: list[str]):
     teacher_params = params(teacher)
     calibration = calibration_batches(train_set, options.calibration_windows)
     # recovery settings other than the protocol get their own results file and section
-    lr_tag = ("" if options.lr == DEFAULT_RECOVERY_LR else f"-lr{options.lr:g}") + (
-        "" if options.kd_alpha == 0.5 else f"-alpha{options.kd_alpha:g}"
+    lr_tag = (
+        ("" if options.lr == DEFAULT_RECOVERY_LR else f"-lr{options.lr:g}")
+        + ("" if options.kd_alpha == 0.5 else f"-alpha{options.kd_alpha:g}")
+        + ("" if options.recovery_seed == 0 else f"-seed{options.recovery_seed}")
     )
     results_path = os.path.join(WORK, f"{tag}-R{options.recovery_steps}{lr_tag}.json")
     results = json.load(open(results_path)) if os.path.exists(results_path) else {}
@@ -286,7 +290,7 @@ def run_quality(argv: list[str]):
     return (
         ("quality" if options.width == 128 else f"quality-w{options.width}") + lr_tag,
         f"Quality: structured students vs Torch-Pruning and from-scratch (pipelines protocol, teacher width "
-        f"{options.width}{'' if not lr_tag else f', recovery lr {options.lr:g}, KD alpha {options.kd_alpha:g}'})",
+        f"{options.width}{'' if not lr_tag else f', recovery lr {options.lr:g}, KD alpha {options.kd_alpha:g}, seed {options.recovery_seed}'})",
         table(results, options, teacher_ppl, teacher_params, best_dense_ppl(tag, options)),
     )
 
@@ -434,7 +438,7 @@ def best_dense_ppl(tag: str, options) -> tuple[float, float] | None:
         name = os.path.basename(path)[: -len(".json")]
         lr = float(name.split("-lr")[1].split("-")[0]) if "-lr" in name else DEFAULT_RECOVERY_LR
         dense = json.load(open(path)).get("dense")
-        if dense is not None and "-alpha" not in name:
+        if dense is not None and "-alpha" not in name and "-seed" not in name:
             found.append((dense["ppl"], lr))
     return min(found) if found else None
 
@@ -476,7 +480,7 @@ def table(results, options, teacher_ppl, teacher_params, best_dense=None) -> str
         )
     lines += [
         "",
-        f"One seed; load average {os.getloadavg()[0]:.1f} when the table was written (speed is not measured "
+        f"One seed (recovery seed {options.recovery_seed}); load average {os.getloadavg()[0]:.1f} when the table was written (speed is not measured "
         "here, so load only changes how long it takes). The issue's protocol: a teacher of width 256 trained 2,000 "
         f"steps and R = 300; this run: width {options.width}, {options.teacher_steps} teacher steps, "
         f"R = {options.recovery_steps}. Every student uses the same batches, learning rate and logit KD; "
