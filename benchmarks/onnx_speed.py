@@ -35,7 +35,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer
 
 from hf_compress import QATCallback, QATConfig, export
-from hf_compress.quantization.export_onnx import cpu_lacks_vnni, inference_session
+from hf_compress.quantization.export_onnx import inference_session
+from hf_compress.quantization.export_onnx_runtime import cpu_lacks_vnni
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

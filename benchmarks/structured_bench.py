@@ -64,32 +64,26 @@ BASE_SPEED_SHAPES = {
 }
 
 
-def teacher_config() -> LlamaConfig:
+def llama_config(vocab: int, hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int) -> LlamaConfig:
     return LlamaConfig(
-        vocab_size=256,
-        hidden_size=256,
-        intermediate_size=768,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=4,
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
         head_dim=64,
         max_position_embeddings=SEQ_LEN,
         tie_word_embeddings=False,
     )
+
+
+def teacher_config() -> LlamaConfig:
+    return llama_config(256, 256, 768, 4, 4, 4)
 
 
 def base_config() -> LlamaConfig:
-    return LlamaConfig(
-        vocab_size=32000,
-        hidden_size=768,
-        intermediate_size=2048,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        num_key_value_heads=4,
-        head_dim=64,
-        max_position_embeddings=SEQ_LEN,
-        tie_word_embeddings=False,
-    )
+    return llama_config(32000, 768, 2048, 12, 12, 4)
 
 
 SPEED_SIZES = {"protocol": (teacher_config, SPEED_SHAPES), "base": (base_config, BASE_SPEED_SHAPES)}

@@ -60,8 +60,9 @@ def params(model) -> int:
 
 
 def train(model, train_set, options, steps, callbacks=(), lr=None, output="run"):
-    seed = getattr(options, "recovery_seed", 0)
-    args = training_args(os.path.join(WORK, output), steps, lr or options.lr, options.batch_size, seed=seed)
+    args = training_args(
+        os.path.join(WORK, output), steps, lr or options.lr, options.batch_size, seed=options.recovery_seed
+    )
     began = time.perf_counter()
     Trainer(model=model, args=args, train_dataset=train_set, callbacks=list(callbacks)).train()
     return time.perf_counter() - began
@@ -169,12 +170,12 @@ def run_quality(argv: list[str]):
     teacher_params = params(teacher)
     calibration = calibration_batches(train_set, options.calibration_windows)
     # recovery settings other than the issue's protocol get their own results file and section
-    lr_tag = (
+    recipe_tag = (
         ("" if options.lr == DEFAULT_RECOVERY_LR else f"-lr{options.lr:g}")
         + ("" if options.kd_alpha == 0.5 else f"-alpha{options.kd_alpha:g}")
         + ("" if options.recovery_seed == 0 else f"-seed{options.recovery_seed}")
     )
-    results_path = os.path.join(WORK, f"{tag}-R{options.recovery_steps}{lr_tag}.json")
+    results_path = os.path.join(WORK, f"{tag}-R{options.recovery_steps}{recipe_tag}.json")
     results = json.load(open(results_path)) if os.path.exists(results_path) else {}
     teacher_ppl = perplexity(teacher, held_out)
     shapes = shapes_for(options.width, options.layers)
@@ -207,7 +208,7 @@ def run_quality(argv: list[str]):
             "seconds": time.perf_counter() - began,
             "train_seconds": seconds,
         }
-        small.save_pretrained(os.path.join(WORK, f"{tag}{lr_tag}-{key}"))
+        small.save_pretrained(os.path.join(WORK, f"{tag}{recipe_tag}-{key}"))
         save()
 
     for key in options.runs.split(","):
@@ -223,6 +224,8 @@ def run_quality(argv: list[str]):
                 "fraction": 1.0,
                 "ppl": perplexity(model, held_out),
                 "train_seconds": seconds,
+                "lr": options.lr,
+                "recovery_seed": options.recovery_seed,
             }
             save()
         elif key in shapes:
@@ -272,7 +275,7 @@ def run_quality(argv: list[str]):
             level = key.rsplit("_", 1)[1]
             # Torch-Pruning's shape of that level when it ran, else hf-compress's width-only shape
             source = f"tp_{level}" if f"tp_{level}" in results else f"width_{level}"
-            source_dir = f"{tag}-{source}" if source.startswith("tp") else f"{tag}{lr_tag}-{source}"
+            source_dir = f"{tag}-{source}" if source.startswith("tp") else f"{tag}{recipe_tag}-{source}"
             config = LlamaConfig.from_pretrained(os.path.join(WORK, source_dir))
             torch.manual_seed(0)
             model = LlamaForCausalLM(config)
@@ -288,9 +291,9 @@ def run_quality(argv: list[str]):
         print(json.dumps(results.get(key)), flush=True)
 
     return (
-        ("quality" if options.width == 128 else f"quality-w{options.width}") + lr_tag,
+        ("quality" if options.width == 128 else f"quality-w{options.width}") + recipe_tag,
         f"Quality: structured students vs Torch-Pruning and from-scratch (pipelines protocol, teacher width "
-        f"{options.width}{'' if not lr_tag else f', recovery lr {options.lr:g}, KD alpha {options.kd_alpha:g}, seed {options.recovery_seed}'})",
+        f"{options.width}{'' if not recipe_tag else f', recovery lr {options.lr:g}, KD alpha {options.kd_alpha:g}, seed {options.recovery_seed}'})",
         table(results, options, teacher_ppl, teacher_params, best_dense_ppl(tag, options)),
     )
 
@@ -382,26 +385,27 @@ def run_recovery_lr(argv: list[str]):
         "| recovery lr | " + " | ".join(LABELS.get(k, "dense teacher continued R steps") for k in keys) + " |",
         "|---|" + "---:|" * len(keys),
     ]
-    dense_runs = [
-        results[run_name("dense", lr, options)]["dev_ppl"] for lr in lrs if run_name("dense", lr, options) in results
-    ]
-    dense = min(dense_runs) if dense_runs else None
+    dev_ppl = {
+        (key, lr): results[run_name(key, lr, options)]["dev_ppl"]
+        for key in keys
+        for lr in lrs
+        if run_name(key, lr, options) in results
+    }
+    dense = min((ppl for (key, _), ppl in dev_ppl.items() if key == "dense"), default=None)
     for lr in lrs:
         cells = []
         for key in keys:
-            row = results.get(run_name(key, lr, options))
-            if row is None:
+            ppl = dev_ppl.get((key, lr))
+            if ppl is None:
                 cells.append("-")
             elif key == "dense" or dense is None:
-                cells.append(f"{row['dev_ppl']:.4f}")
+                cells.append(f"{ppl:.4f}")
             else:
-                cells.append(f"{row['dev_ppl']:.4f} ({row['dev_ppl'] / dense:.3f})")
+                cells.append(f"{ppl:.4f} ({ppl / dense:.3f})")
         lines.append(f"| {lr:g} | " + " | ".join(cells) + " |")
     bests = []
     for key in (k for k in keys if k != "dense"):
-        runs = {
-            lr: results[run_name(key, lr, options)]["dev_ppl"] for lr in lrs if run_name(key, lr, options) in results
-        }
+        runs = {lr: ppl for (k, lr), ppl in dev_ppl.items() if k == key}
         if runs:
             best = min(runs, key=runs.get)
             bests.append(f"- `{key}`: lowest dev perplexity at lr {best:g} ({runs[best]:.4f})")
@@ -430,16 +434,12 @@ LABELS = {
 
 
 def best_dense_ppl(tag: str, options) -> tuple[float, float] | None:
-    """``(ppl, lr)`` of the best dense reference (teacher continued R steps) over every recovery lr run so far."""
+    """``(ppl, lr)`` of the best dense reference (teacher continued R steps, seed 0) over every recovery lr run."""
     found = []
     for path in glob.glob(os.path.join(WORK, f"{tag}-R{options.recovery_steps}*.json")):
-        if "lr-selection" in path:
-            continue
-        name = os.path.basename(path)[: -len(".json")]
-        lr = float(name.split("-lr")[1].split("-")[0]) if "-lr" in name else DEFAULT_RECOVERY_LR
         dense = json.load(open(path)).get("dense")
-        if dense is not None and "-alpha" not in name and "-seed" not in name:
-            found.append((dense["ppl"], lr))
+        if dense is not None and dense.get("recovery_seed", 0) == 0:
+            found.append((dense["ppl"], dense.get("lr", DEFAULT_RECOVERY_LR)))
     return min(found) if found else None
 
 

@@ -51,7 +51,6 @@ import logging
 import os
 import shutil
 import tempfile
-from functools import partial
 
 import torch
 from torch import nn
@@ -94,51 +93,6 @@ def require_onnx(format_name: str, exporter: str = "torchscript") -> None:
 
 
 # ---------------------------------------------------------------------- the export
-def cpu_lacks_vnni() -> bool:
-    """True on an x86 Linux CPU whose flags lack VNNI (AVX2 only): ORT's u8 x s8 kernels can saturate there."""
-    import platform
-
-    if platform.machine().lower() not in ("x86_64", "amd64") or not os.path.exists("/proc/cpuinfo"):
-        return False
-    with open("/proc/cpuinfo") as handle:
-        flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
-    return not {"avx512_vnni", "avx_vnni"} & set(flags)
-
-
-def _post_training_int8(float_file, int8_file, settings, batch, reference, temporary) -> list[str]:
-    """ORT's post-training int8 of ``float_file`` into ``int8_file``; its notes.
-
-    On x86 CPUs without VNNI, ORT adds pairs of u8 x s8 products in int16 (VPMADDUBSW), which full-range weights can
-    saturate: there both 8-bit and 7-bit weights (``reduce_range``) are made, and the one closer to the PyTorch
-    outputs is kept. Where VNNI is present, 8-bit weights.
-    """
-    quantize = partial(
-        ort_post_training_int8,
-        float_file,
-        mode=settings.int8_mode,
-        calibration_batches=settings.calibration_batches,
-        input_names=list(batch),
-    )
-    notes = [quantize(int8_file=int8_file)]
-    if not cpu_lacks_vnni():
-        return notes
-    narrow_file = os.path.join(temporary, "int8-7bit.onnx")
-    narrow_note = quantize(int8_file=narrow_file, reduce_range=True)
-    full_diff, narrow_diff = (
-        (session_outputs(inference_session(file), batch) - reference).abs().max().item()
-        for file in (int8_file, narrow_file)
-    )
-    if narrow_diff < full_diff:
-        shutil.move(narrow_file, int8_file)
-        notes = [narrow_note]
-    message = (
-        f"this CPU has no VNNI: max abs diff {full_diff:.3g} with 8-bit weights, {narrow_diff:.3g} with 7-bit "
-        f"(reduce_range); kept {'7' if narrow_diff < full_diff else '8'}-bit weights"
-    )
-    logger.info("hf_compress export: %s", message)
-    return notes + [message]
-
-
 def export_model(model: nn.Module, path: str, export_format, settings):
     """Write ``model`` as ``path/model.onnx`` (+ ``config.json``), reload it in ONNX Runtime and check it."""
     import onnx
@@ -241,7 +195,9 @@ def export_model(model: nn.Module, path: str, export_format, settings):
                 "int8 quantization",
                 settings.int8_mode,
             )
-            notes += _post_training_int8(float_file, final_file, settings, batch, reference, temporary)
+            notes += ort_post_training_int8(
+                float_file, final_file, settings.int8_mode, settings.calibration_batches, batch, reference
+            )
             method, exact = f"ptq-{settings.int8_mode}", False
             activation = "kept" if settings.int8_mode == "static" else "dynamic"
             layers = count_int8_matmuls(onnx.load(final_file))

@@ -7,9 +7,12 @@ Used by :mod:`hf_compress.quantization.export_onnx`; the benchmarks time exports
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -79,20 +82,51 @@ class _QuietOrtQuantization(logging.Filter):
         return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
 
 
-def ort_post_training_int8(
-    float_file: str, int8_file: str, mode: str, calibration_batches, input_names, reduce_range: bool = False
-) -> str:
-    """ONNX Runtime's own int8 quantization of ``float_file`` (MatMul/Gemm, int8 per-channel weights); a note.
+def cpu_lacks_vnni() -> bool:
+    """True on an x86 Linux CPU whose flags lack VNNI (AVX2 only): ORT's u8 x s8 kernels can saturate there."""
+    import platform
 
-    ``reduce_range`` keeps the weights to 7 bits (ORT's option): x86 CPUs without VNNI add pairs of u8 x s8
-    products in int16 (VPMADDUBSW), which full-range weights can saturate.
+    if platform.machine().lower() not in ("x86_64", "amd64") or not os.path.exists("/proc/cpuinfo"):
+        return False
+    with open("/proc/cpuinfo") as handle:
+        flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    return not {"avx512_vnni", "avx_vnni"} & set(flags)
+
+
+def ort_post_training_int8(
+    float_file: str, int8_file: str, mode: str, calibration_batches, batch: dict, reference: torch.Tensor
+) -> list[str]:
+    """ONNX Runtime's own int8 quantization of ``float_file`` (MatMul/Gemm, int8 per-channel weights); its notes.
+
+    On x86 CPUs without VNNI, ORT adds pairs of u8 x s8 products in int16 (VPMADDUBSW), which full-range weights can
+    saturate: there 7-bit weights (ORT's ``reduce_range``) are made too, and the export whose outputs on ``batch``
+    are closer to ``reference`` is kept. Where VNNI is present, 8-bit weights.
     """
     quiet = _QuietOrtQuantization()
     logging.getLogger().addFilter(quiet)
     try:
-        return _ort_quantize(float_file, int8_file, mode, calibration_batches, input_names, reduce_range)
+        notes = [_ort_quantize(float_file, int8_file, mode, calibration_batches, list(batch), reduce_range=False)]
+        if not cpu_lacks_vnni():
+            return notes
+        narrow_file = int8_file + ".7bit"
+        narrow_note = _ort_quantize(float_file, narrow_file, mode, calibration_batches, list(batch), reduce_range=True)
     finally:
         logging.getLogger().removeFilter(quiet)
+    full_diff, narrow_diff = (
+        (session_outputs(inference_session(path), batch) - reference).abs().max().item()
+        for path in (int8_file, narrow_file)
+    )
+    if narrow_diff < full_diff:
+        os.replace(narrow_file, int8_file)
+        notes = [narrow_note]
+    else:
+        os.remove(narrow_file)
+    message = (
+        f"this CPU has no VNNI: max abs diff {full_diff:.3g} with 8-bit weights, {narrow_diff:.3g} with 7-bit "
+        f"(reduce_range); kept {'7' if narrow_diff < full_diff else '8'}-bit weights"
+    )
+    logger.info("hf_compress export: %s", message)
+    return notes + [message]
 
 
 def _ort_quantize(float_file, int8_file, mode, calibration_batches, input_names, reduce_range) -> str:

@@ -17,12 +17,8 @@ from transformers import Trainer
 from conftest import MODEL_FACTORIES, dataset_for, training_args
 from hf_compress import PruningCallback, PruningConfig, QATCallback, QATConfig, export
 from hf_compress.quantization.cli import export_main
-from hf_compress.quantization.export_onnx import (
-    OnnxExportError,
-    cpu_lacks_vnni,
-    inference_session,
-    session_outputs,
-)
+from hf_compress.quantization.export_onnx import OnnxExportError, inference_session, session_outputs
+from hf_compress.quantization.export_onnx_runtime import cpu_lacks_vnni
 from hf_compress.quantization.export_verify import model_outputs
 
 onnx = pytest.importorskip("onnx")
