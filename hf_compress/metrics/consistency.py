@@ -34,7 +34,11 @@ from hf_compress.metrics.consistency_checks import (  # noqa: F401 (the threshol
     check_roles,
     check_swaps,
 )
-from hf_compress.metrics.fact_index import FactIndex, index_facts  # noqa: F401 (index_facts: public here too)
+from hf_compress.metrics.fact_index import (  # noqa: F401 (index_facts: public here too)
+    FactIndex,
+    index_facts,
+    overlap_words,
+)
 from hf_compress.metrics.text_analysis import Quantity, TextAnalysis
 
 
@@ -68,9 +72,10 @@ class Consistency:
         return self.uncovered_weight / self.total_weight if self.total_weight > 0 else 0.0
 
 
-def ngram_gaps(claim: TextAnalysis, index: FactIndex) -> tuple[float, float]:
-    """(share of the claim's words, share of its word pairs) that no fact contains, over all its words."""
-    sequence = claim.sequence
+def ngram_gaps(text: str, index: FactIndex) -> tuple[float, float]:
+    """(share of the words, share of the adjacent word pairs) of ``text`` that no fact contains: 1 - its unigram and
+    bigram precision against the facts, on :func:`~hf_compress.metrics.fact_index.overlap_words`."""
+    sequence = overlap_words(text, index.long)
     if not sequence:
         return 0.0, 0.0
     unigram_gap = sum(word not in index.unigrams for word in sequence) / len(sequence)

@@ -28,6 +28,7 @@ offline (nothing here is a hand-written word list):
 from __future__ import annotations
 
 import calendar
+import logging
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -171,6 +172,8 @@ def _registry():
         import pint
 
         _REGISTRY = pint.UnitRegistry(cache_folder=None)
+        # pint warns when a word parses two ways ("mins": minutes or milli-inches); the first way is kept, as in pint
+        logging.getLogger("pint.util").addFilter(lambda record: "yield multiple results" not in record.getMessage())
     return _REGISTRY
 
 

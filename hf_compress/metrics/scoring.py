@@ -86,7 +86,8 @@ def score_hallucination(
         has a claim), ``factual_precision`` (mean over predictions with claims of their supported share; ``None``
         likewise), ``fact_recall`` (mean over predictions of the share of their facts they state), ``num_claims``
         (claims scored), ``num_unverified`` (claims not in English: labelled ``unverified``, never scored),
-        ``scores`` (per prediction, in [0, 1], higher = more hallucinated), ``flagged`` (score >= threshold) and
+        ``scores`` (per prediction, in [0, 1], higher = more hallucinated: its claims' scores aggregated, each seen
+        with its whole prediction's word overlap where the checker gives that), ``flagged`` (score >= threshold) and
         ``details`` (per prediction: its claims with label, score, evidence fact, evidence sentence, contradicting
         span and reason).
     """
@@ -101,12 +102,15 @@ def score_hallucination(
     flat_facts = [
         references[i] for i, example in enumerate(claims) for j in range(len(example)) if languages[i][j] == "en"
     ]
-    checks = _run(checker, flat_claims, flat_facts)
+    flat_contexts = [
+        predictions[i] for i, example in enumerate(claims) for j in range(len(example)) if languages[i][j] == "en"
+    ]
+    checks = _run(checker, flat_claims, flat_facts, flat_contexts)
 
     # fact recall: is each reference fact supported by what the prediction says?
     recall_facts = [fact for i, example in enumerate(claims) if example for fact in references[i]]
     recall_evidence = [claims[i] for i, example in enumerate(claims) if example for _ in references[i]]
-    recall_checks = iter(_run(checker, recall_facts, recall_evidence))
+    recall_checks = iter(_run(checker, recall_facts, recall_evidence, recall_facts))
 
     details, scores, flagged = [], [], []
     precisions, recalls = [], []
@@ -115,7 +119,7 @@ def score_hallucination(
     flat = iter(checks)
     for position, example in enumerate(claims):
         facts = references[position]
-        judged = []
+        judged, prediction_scores = [], []
         for claim, language in zip(example, languages[position]):
             if language != "en":
                 unverified += 1
@@ -136,6 +140,8 @@ def score_hallucination(
             label = label_for(check, threshold)
             counts[label] += 1
             evidence = facts[check.evidence] if check.evidence is not None else None
+            in_context = getattr(check, "prediction_score", None)
+            prediction_scores.append(check.score if in_context is None else in_context)
             judged.append(
                 {
                     "claim": claim,
@@ -151,8 +157,7 @@ def score_hallucination(
                 }
             )
         stated = [next(recall_checks).score < threshold for _ in facts] if example else [False] * len(facts)
-        claim_scores = [item["score"] for item in judged if item["score"] is not None]
-        score = _aggregate(claim_scores, aggregation)
+        score = _aggregate([_clip(value) for value in prediction_scores], aggregation)
         verified = [item for item in judged if item["label"] != UNVERIFIED]
         precision = sum(item["label"] == "supported" for item in verified) / len(verified) if verified else None
         recall = sum(stated) / len(facts)
@@ -188,10 +193,14 @@ def score_hallucination(
     }
 
 
-def _run(checker, claims: list[str], facts: list[list[str]]) -> list[ClaimCheck]:
+def _run(checker, claims: list[str], facts: list[list[str]], contexts: list[str]) -> list[ClaimCheck]:
+    """``checker.check`` on a batch; a checker with ``uses_context = True`` also gets the text each claim comes from."""
     if not claims:
         return []
-    checks = list(checker.check(claims, facts))
+    if getattr(checker, "uses_context", False):
+        checks = list(checker.check(claims, facts, contexts=contexts))
+    else:
+        checks = list(checker.check(claims, facts))
     if len(checks) != len(claims):
         raise RuntimeError(f"checker {type(checker).__name__} returned {len(checks)} results for {len(claims)} claims")
     return checks

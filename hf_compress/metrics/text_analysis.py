@@ -216,7 +216,6 @@ class TextAnalysis:
     entities: tuple[Entity, ...]
     negated: bool
     words: frozenset[str] = field(default_factory=frozenset)
-    sequence: tuple[str, ...] = ()  # every word (as its key) and number, in order: for n-gram overlap
 
     @cached_property
     def negation_cue(self) -> str | None:
@@ -279,12 +278,7 @@ def analyse(text: str) -> TextAnalysis:
             continue
         weight = 1.0 if in_entity else language.word_weight(lower)
         content.append(ContentWord(key, weight, token.text, in_entity))
-    sequence = tuple(
-        word_key(token.bare) if token.kind == "word" else token.text.replace(",", "")
-        for token in tokens
-        if token.kind in {"word", "num"}
-    )
-    return TextAnalysis(text, tuple(content), tuple(quantities), tuple(entities), negated, frozenset(words), sequence)
+    return TextAnalysis(text, tuple(content), tuple(quantities), tuple(entities), negated, frozenset(words))
 
 
 def _is_negated(tokens: list[Token]) -> bool:

@@ -167,7 +167,23 @@ def test_outputs_rates_precision_recall_and_threshold(metric):
     strict = metric.compute(predictions=predictions, references=[EVEREST, EVEREST], threshold=0.99)
     assert strict["hallucination_rate"] < results["hallucination_rate"] and strict["flagged"] == [False, False]
     mean = metric.compute(predictions=predictions[:1], references=[EVEREST], aggregation="mean")
-    assert mean["scores"][0] == pytest.approx(results["scores"][0] / 2)
+    assert 0 < mean["scores"][0] < results["scores"][0]
+    claim_scores = [claim["score"] for claim in results["details"][0]["claims"]]
+    assert claim_scores[0] < 0.5 <= claim_scores[1]
+
+
+def test_the_whole_prediction_s_word_overlap_counts_for_each_claim(metric):
+    """The prediction's score counts its whole word overlap (the lexical checker gets contexts=), while each claim is
+    labelled on its own: a restated fact stays supported next to chatter the facts never mention."""
+    alone = metric.compute(predictions=["Everest is 8,849 metres tall."], references=[EVEREST])
+    chatty = metric.compute(
+        predictions=["Everest is 8,849 metres tall. My cousin loves knitting warm woollen socks for winter."],
+        references=[EVEREST],
+    )
+    restated, chatter = chatty["details"][0]["claims"]
+    assert restated["label"] == "supported" and chatter["label"] == "unsupported"
+    assert restated["score"] == pytest.approx(alone["details"][0]["claims"][0]["score"])
+    assert chatty["flagged"] == [True] and alone["flagged"] == [False]
 
 
 def test_empty_prediction_has_zero_claims(metric):

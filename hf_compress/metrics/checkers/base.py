@@ -8,6 +8,10 @@ the checker from keyword options, and the object it builds has one method, :meth
   error naming the checker). A model path that does not exist must raise ``FileNotFoundError`` in ``__init__``.
 - ``check(claims, facts)`` gets a batch of claims and, for each claim, its list of reference facts, and returns one
   :class:`ClaimCheck` per claim. Batch inside it if the checker runs a model.
+- A checker whose class sets ``uses_context = True`` is called as ``check(claims, facts, contexts=...)``, where
+  ``contexts[i]`` is the whole prediction ``claims[i]`` was split from; it may then set
+  ``ClaimCheck.prediction_score`` (the built-in ``lexical`` checker scores the prediction's word overlap there, with
+  each claim's own checks).
 
 ```python
 >>> from hf_compress.metrics.checkers import ClaimCheck, HallucinationChecker
@@ -50,6 +54,9 @@ class ClaimCheck:
         reason (`str`): a short explanation for people reading the details.
         evidence_sentence (`str | None`): the sentence (or clause) of that fact that best supports or contradicts it.
         contradicting_span (`str | None`): the part of the claim that the facts contradict, where there is one.
+        prediction_score (`float | None`): the claim's score with the word overlap of its whole prediction in place of
+            its own (checkers with ``uses_context``). When set, the metric aggregates these instead of ``score``
+            into the prediction's score; ``score`` still labels the claim.
     """
 
     score: float
@@ -58,10 +65,13 @@ class ClaimCheck:
     reason: str = ""
     evidence_sentence: str | None = None
     contradicting_span: str | None = None
+    prediction_score: float | None = None
 
 
 class HallucinationChecker(ABC):
     """Base class for checkers (subclassing is optional: any object with a matching ``check`` works)."""
+
+    uses_context: bool = False  # True: check() also takes contexts=, the prediction each claim was split from
 
     @abstractmethod
     def check(self, claims: Sequence[str], facts: Sequence[Sequence[str]]) -> list[ClaimCheck]:

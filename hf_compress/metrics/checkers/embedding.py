@@ -22,12 +22,7 @@ from pathlib import Path
 
 from hf_compress.extras import MissingExtraError, pip_install_command, require_extra
 from hf_compress.metrics.checkers.base import ClaimCheck, HallucinationChecker, existing_model_path
-from hf_compress.metrics.checkers.lexical import (
-    CONTRADICTION_BASE,
-    LONG_REFERENCE_WORDS,
-    UNSUPPORTED_NAME_OR_NUMBER,
-    consistency_score,
-)
+from hf_compress.metrics.checkers.lexical import consistency_score, prediction_gaps
 from hf_compress.metrics.consistency import assess, index_facts, ngram_gaps
 from hf_compress.metrics.text_analysis import analyse
 
@@ -40,6 +35,10 @@ UNSUPPORTED_SIMILARITY = 0.4
 # chance on short answers (a two-word answer is far from every full sentence, right or wrong: issue 16), while word
 # coverage is not; together they rank better than either on the dev parts of BEGIN and the project's claims.
 SIMILARITY_SHARE = 0.5
+# The guards: the lowest score of a claim with a name or number no fact mentions, and of a contradicted claim (plus up
+# to the rest of the way to 1 as it restates its clause more closely).
+UNSUPPORTED_NAME_OR_NUMBER = 0.45
+CONTRADICTION_BASE = 0.75
 
 
 def default_model_path() -> Path | None:
@@ -93,37 +92,57 @@ class EmbeddingChecker(HallucinationChecker):
             show_progress_bar=False,
         )
 
-    def check(self, claims: Sequence[str], facts: Sequence[Sequence[str]]) -> list[ClaimCheck]:
+    uses_context = True
+
+    def check(
+        self, claims: Sequence[str], facts: Sequence[Sequence[str]], contexts: Sequence[str] | None = None
+    ) -> list[ClaimCheck]:
         indexes = [index_facts(tuple(claim_facts)) for claim_facts in facts]
         texts = list(dict.fromkeys([*claims, *(text for index in indexes for text in index.clause_texts)]))
         if not texts:
             return []
         row = {text: position for position, text in enumerate(texts)}
         embeddings = self.encode(texts)
-        checks = []
-        for claim, index in zip(claims, indexes):
+        checks, gap_cache = [], {}
+        for position, (claim, index) in enumerate(zip(claims, indexes)):
             clause_rows = [row[text] for text in index.clause_texts]
             similarities = embeddings[clause_rows] @ embeddings[row[claim]]
             best = int(similarities.argmax())
             similarity = float(similarities[best])
             analysis = analyse(claim)
             result = assess(analysis, index, clause=best)
-            long = len(index.unigrams) >= LONG_REFERENCE_WORDS
-            lexical = consistency_score(
-                assess(analysis, index), ngram_gaps(analysis, index) if long else (0.0, 0.0), long
+            lexical_result = assess(analysis, index)
+            own_gaps = ngram_gaps(claim, index)
+            context = contexts[position] if contexts is not None else claim
+            context_gaps = own_gaps if context == claim else prediction_gaps(context, index, gap_cache)
+            own, in_context = (
+                self._guarded(
+                    similarity_score(similarity), consistency_score(lexical_result, gaps, index.long), result
+                )
+                for gaps in (own_gaps, context_gaps)
             )
-            score = SIMILARITY_SHARE * similarity_score(similarity) + (1 - SIMILARITY_SHARE) * lexical
-            if result.unsupported:
-                score = max(score, UNSUPPORTED_NAME_OR_NUMBER)
-            if result.contradictions:
-                score = max(score, CONTRADICTION_BASE + (1 - CONTRADICTION_BASE) * result.clause_coverage)
             reason = "; ".join(
                 [f"similarity {similarity:.2f} to the closest fact", *result.contradictions, *result.unsupported]
             )
             span = result.spans[0] if result.spans else None
             checks.append(
                 ClaimCheck(
-                    score, bool(result.contradictions), index.clause_fact[best], reason, index.clause_texts[best], span
+                    own,
+                    bool(result.contradictions),
+                    index.clause_fact[best],
+                    reason,
+                    index.clause_texts[best],
+                    span,
+                    in_context,
                 )
             )
         return checks
+
+    @staticmethod
+    def _guarded(similarity_part: float, lexical: float, result) -> float:
+        score = SIMILARITY_SHARE * similarity_part + (1 - SIMILARITY_SHARE) * lexical
+        if result.unsupported:
+            score = max(score, UNSUPPORTED_NAME_OR_NUMBER)
+        if result.contradictions:
+            score = max(score, CONTRADICTION_BASE + (1 - CONTRADICTION_BASE) * result.clause_coverage)
+        return score
