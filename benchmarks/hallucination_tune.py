@@ -4,6 +4,7 @@ loaded here.
 
     python benchmarks/hallucination_tune.py            # print cross-validated dev AUCs and the constants to paste
     python benchmarks/hallucination_tune.py --project-weight 1.0
+    python benchmarks/hallucination_tune.py --checker embedding   # the embedding checker's models (MiniLM)
 
 Each prediction is one row: the word and word-pair gaps of the whole prediction, and for each check of its claims the
 largest value over the claims (the metric scores every claim and keeps the highest score, and every weight but the
@@ -39,14 +40,42 @@ from hf_compress.metrics.consistency import assess, index_facts, ngram_gaps  # n
 from hf_compress.metrics.text_analysis import analyse  # noqa: E402
 
 
-def prediction_row(item: dict) -> tuple[bool, list[float]]:
-    """(long reference?, features): the largest value of each feature over the prediction's claims."""
+def prediction_row(item: dict, similarity=None) -> tuple[bool, list[float]]:
+    """(long reference?, features): the largest value of each feature over the prediction's claims. With
+    ``similarity`` (the embedding checker's ``closest_clause``), the claims are aligned with the closest clause by
+    embeddings, and 1 - that similarity is one more feature."""
     index = index_facts(tuple(item["references"]))
     long = index.long
     gaps = ngram_gaps(item["prediction"], index)
     claims = split_claims(item["prediction"]) or [item["prediction"]]
-    rows = [claim_features(assess(analyse(claim), index), gaps, long) for claim in claims]
+    rows = []
+    for claim in claims:
+        if similarity is None:
+            rows.append(claim_features(assess(analyse(claim), index), gaps, long))
+            continue
+        clause, value = similarity(claim, index)
+        rows.append((*claim_features(assess(analyse(claim), index, clause=clause), gaps, long), 1.0 - value))
     return long, [max(column) for column in zip(*rows)]
+
+
+def embedding_similarity(sets: dict[str, list[dict]]):
+    """``closest_clause`` of the embedding checker, with every claim and fact clause of ``sets`` encoded up front."""
+    from hf_compress.metrics.checkers.embedding import EmbeddingChecker
+
+    checker = EmbeddingChecker()
+    texts = []
+    for items in sets.values():
+        for item in items:
+            texts.extend(split_claims(item["prediction"]) or [item["prediction"]])
+            texts.extend(index_facts(tuple(item["references"])).clause_texts)
+    texts = list(dict.fromkeys(texts))
+    row = {text: position for position, text in enumerate(texts)}
+    embeddings = checker.encode(texts)
+
+    def similarity(claim, index):
+        return checker.closest_clause(embeddings[row[claim]], embeddings[[row[t] for t in index.clause_texts]])
+
+    return similarity
 
 
 def dev_sets() -> dict[str, list[dict]]:
@@ -80,11 +109,14 @@ def main() -> None:
     parser.add_argument("--project-weight", type=float, default=0.5)
     parser.add_argument("--regularisation", type=float, default=1.0, help="sklearn's C")
     parser.add_argument("--folds", type=int, default=4)
+    parser.add_argument("--checker", choices=("lexical", "embedding"), default="lexical")
     args = parser.parse_args()
+    sets = dev_sets()
+    similarity = embedding_similarity(sets) if args.checker == "embedding" else None
     by_regime = {False: [], True: []}
-    for name, items in dev_sets().items():
+    for name, items in sets.items():
         for item in items:
-            long, features = prediction_row(item)
+            long, features = prediction_row(item, similarity)
             by_regime[long].append((name, features, bool(item["hallucinated"])))
 
     for long, rows in by_regime.items():
@@ -112,6 +144,8 @@ def main() -> None:
                 )
         model = fit(rows, args.project_weight, args.regularisation)
         names = LONG_FEATURES if long else SHORT_FEATURES
+        if similarity is not None:
+            names = (*names, "1 - similarity to the closest clause")
         weights = ", ".join(f"{w:.3f}" for w in model.coef_[0])
         print(f"  {regime.upper()}_WEIGHTS = ({weights})  # {', '.join(names)}")
         print(f"  {regime.upper()}_BIAS = {model.intercept_[0]:.3f}")

@@ -20,11 +20,10 @@ from hf_compress.metrics.consistency import Consistency, assess, index_facts, ng
 from hf_compress.metrics.fact_index import LONG_REFERENCE_WORDS  # noqa: F401 (public here too)
 from hf_compress.metrics.text_analysis import analyse
 
-# Against long references (FactIndex.long: a news article, not a few facts or a knowledge snippet) almost every word of
-# a claim is in them somewhere, and aligning a claim with one clause to find contradictions misfires more often than
-# it helps, so only word and word-pair gaps are scored.
-
-# A logistic model per kind of reference: score = sigmoid(bias + weights . claim_features(...)). Fitted by
+# A logistic model per kind of reference: score = sigmoid(bias + weights . claim_features(...)). Against long
+# references (FactIndex.long: a news article, not a few facts or a knowledge snippet) almost every word of a claim is
+# in them somewhere, and aligning a claim with one clause to find contradictions misfires more often than it helps,
+# so only word and word-pair gaps are scored. Fitted by
 # `python benchmarks/hallucination_tune.py` on DEV data only: the project's dev split (at half weight) and the dev
 # parts of BEGIN for short references; the dev parts of QAGS-CNN/DM, QAGS-XSum (and BEGIN's few long snippets) for
 # long ones. The test parts were never loaded. Classes are balanced, so 0.5 is the balanced operating point.
@@ -47,9 +46,10 @@ LONG_BIAS = -1.520
 
 
 def claim_features(result: Consistency, gaps: tuple[float, float], long: bool) -> tuple[float, ...]:
-    """The model's inputs for one claim (named in ``SHORT_FEATURES`` / ``LONG_FEATURES``): ``gaps`` are the
-    :func:`~hf_compress.metrics.consistency.ngram_gaps` of the prediction the claim comes from, ``result`` the
-    claim's own :class:`~hf_compress.metrics.consistency.Consistency` report."""
+    """The model's inputs for one claim (named in ``SHORT_FEATURES`` / ``LONG_FEATURES``): ``result`` is the claim's
+    :class:`~hf_compress.metrics.consistency.Consistency` report, ``gaps`` the
+    :func:`~hf_compress.metrics.consistency.ngram_gaps` of the claim (its own score) or of its whole prediction (its
+    ``prediction_score``)."""
     if long:
         return gaps
     contradicted = float(bool(result.contradictions))
@@ -62,14 +62,21 @@ def claim_features(result: Consistency, gaps: tuple[float, float], long: bool) -
     )
 
 
-def lexical_score(features: Sequence[float], long: bool) -> float:
-    """Hallucination score in [0, 1] from :func:`claim_features`."""
-    weights, bias = (LONG_WEIGHTS, LONG_BIAS) if long else (SHORT_WEIGHTS, SHORT_BIAS)
+def logistic_score(features: Sequence[float], weights: Sequence[float], bias: float, long: bool) -> float:
+    """sigmoid(bias + weights . features) for features that start with :func:`claim_features`; against short
+    references a contradicted claim scores at least ``CONTRADICTION_FLOOR``."""
     logit = bias + sum(weight * value for weight, value in zip(weights, features))
     score = 1.0 / (1.0 + math.exp(-logit))
     if not long and features[3]:  # contradicted
         score = max(score, CONTRADICTION_FLOOR)
     return score
+
+
+def lexical_score(features: Sequence[float], long: bool) -> float:
+    """Hallucination score in [0, 1] from :func:`claim_features`."""
+    if long:
+        return logistic_score(features, LONG_WEIGHTS, LONG_BIAS, long)
+    return logistic_score(features, SHORT_WEIGHTS, SHORT_BIAS, long)
 
 
 def prediction_gaps(text: str, index, cache: dict) -> tuple[float, float]:
@@ -94,8 +101,8 @@ def explain(result: Consistency) -> str:
 
 
 class LexicalChecker(HallucinationChecker):
-    """Scores claims with :func:`hf_compress.metrics.consistency.assess` and the word gaps of their prediction.
-    Takes no options."""
+    """Scores claims with :func:`hf_compress.metrics.consistency.assess` and their word gaps; each claim's
+    ``prediction_score`` takes the gaps of its whole prediction instead. Takes no options."""
 
     uses_context = True
 
