@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -30,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from hallucination_outside import OUTSIDE, auc, balanced_accuracy, load_outside, load_project  # noqa: E402
 
 from hf_compress.metrics.checkers.lexical import (  # noqa: E402
-    CONTRADICTION_FLOOR,
     LONG_FEATURES,
     SHORT_FEATURES,
     claim_features,
+    with_contradiction_floor,
 )
 from hf_compress.metrics.claims import split_claims  # noqa: E402
 from hf_compress.metrics.consistency import assess, index_facts, ngram_gaps  # noqa: E402
@@ -93,9 +94,7 @@ def fit(rows, project_weight: float, regularisation: float):
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    counts = {}
-    for name, _, _ in rows:
-        counts[name] = counts.get(name, 0) + 1
+    counts = Counter(name for name, _, _ in rows)
     features = np.array([row[1] for row in rows])
     labels = np.array([row[2] for row in rows])
     weights = np.array([(project_weight if name == "project" else 1.0) / counts[name] for name, _, _ in rows])
@@ -132,9 +131,7 @@ def main() -> None:
             held = [row for position, row in enumerate(rows) if position % args.folds == fold]
             model = fit(train, args.project_weight, args.regularisation)
             for (name, features, label), probability in zip(held, model.predict_proba([row[1] for row in held])[:, 1]):
-                if not long and features[3]:  # contradicted: the guard's floor
-                    probability = max(probability, CONTRADICTION_FLOOR)
-                scores[name].append((float(probability), label))
+                scores[name].append((with_contradiction_floor(float(probability), features, long), label))
         for name in sets:
             values, labels = [s for s, _ in scores[name]], [y for _, y in scores[name]]
             if len(set(labels)) == 2:

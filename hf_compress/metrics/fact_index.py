@@ -62,13 +62,14 @@ def index_facts(facts: tuple[str, ...]) -> FactIndex:
     # Names that several facts mention (or the first fact opens with) are the topic: facts often refer to it as
     # "it" or "he", so its absence from a clause says nothing.
     names, keys = Counter(), Counter()
-    long = sum(len(_SURFACE_WORD.findall(fact.lower())) for fact in facts) >= LONG_REFERENCE_WORDS
+    surface = [_SURFACE_WORD.findall(fact.lower()) for fact in facts]
+    long = sum(map(len, surface)) >= LONG_REFERENCE_WORDS
     unigrams, bigrams = set(), set()
-    for fact in facts:
+    for fact, fact_surface in zip(facts, surface):
         analysis = analyse(fact)
         names.update({key for entity in analysis.entities for key in entity.keys})
         keys.update(analysis.keys)
-        sequence = overlap_words(fact, long)
+        sequence = fact_surface if long else overlap_words(fact, long)
         unigrams.update(sequence)
         bigrams.update(zip(sequence, sequence[1:]))
     topic_words = {key for key, count in names.items() if count >= 2}

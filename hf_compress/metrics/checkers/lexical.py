@@ -62,35 +62,46 @@ def claim_features(result: Consistency, gaps: tuple[float, float], long: bool) -
     )
 
 
-def logistic_score(features: Sequence[float], weights: Sequence[float], bias: float, long: bool) -> float:
-    """sigmoid(bias + weights . features) for features that start with :func:`claim_features`; against short
-    references a contradicted claim scores at least ``CONTRADICTION_FLOOR``."""
-    logit = bias + sum(weight * value for weight, value in zip(weights, features))
-    score = 1.0 / (1.0 + math.exp(-logit))
+def with_contradiction_floor(score: float, features: Sequence[float], long: bool) -> float:
+    """``score``, raised to ``CONTRADICTION_FLOOR`` for a contradicted claim against short references."""
     if not long and features[3]:  # contradicted
-        score = max(score, CONTRADICTION_FLOOR)
+        return max(score, CONTRADICTION_FLOOR)
     return score
 
 
-def lexical_score(features: Sequence[float], long: bool) -> float:
-    """Hallucination score in [0, 1] from :func:`claim_features`."""
+def logistic_score(features: Sequence[float], weights: Sequence[float], bias: float, long: bool) -> float:
+    """sigmoid(bias + weights . features), for features that start with :func:`claim_features`, with the
+    contradiction floor."""
+    logit = bias + sum(weight * value for weight, value in zip(weights, features))
+    return with_contradiction_floor(1.0 / (1.0 + math.exp(-logit)), features, long)
+
+
+def consistency_score(result: Consistency, gaps: tuple[float, float], long: bool) -> float:
+    """Hallucination score in [0, 1] of one claim from its :class:`Consistency` report and word ``gaps``."""
+    features = claim_features(result, gaps, long)
     if long:
         return logistic_score(features, LONG_WEIGHTS, LONG_BIAS, long)
     return logistic_score(features, SHORT_WEIGHTS, SHORT_BIAS, long)
 
 
-def prediction_gaps(text: str, index, cache: dict) -> tuple[float, float]:
-    """:func:`~hf_compress.metrics.consistency.ngram_gaps`, once per prediction and facts (a prediction's claims share
-    them: without this a long prediction would cost time quadratic in its length)."""
-    key = (text, index.facts)
-    if key not in cache:
-        cache[key] = ngram_gaps(text, index)
-    return cache[key]
-
-
-def consistency_score(result: Consistency, gaps: tuple[float, float], long: bool) -> float:
-    """:func:`lexical_score` of one claim's :class:`Consistency` report and its prediction's ``gaps``."""
-    return lexical_score(claim_features(result, gaps, long), long)
+def own_and_in_context(
+    score, result: Consistency, claim: str, context: str, index, cache: dict
+) -> tuple[float, float]:
+    """``score(result, gaps, long)`` of a claim with its own word gaps, and with those of its whole prediction
+    (``context``; computed once per prediction and facts in ``cache``, or a long prediction would cost time quadratic
+    in its length). Against long references the clause-level contradictions are then dropped: they misfire there."""
+    own = score(result, ngram_gaps(claim, index), index.long)
+    if context == claim:
+        in_context = own
+    else:
+        key = (context, index.facts)
+        if key not in cache:
+            cache[key] = ngram_gaps(context, index)
+        in_context = score(result, cache[key], index.long)
+    if index.long:
+        result.contradictions.clear()
+        result.spans.clear()
+    return own, in_context
 
 
 def explain(result: Consistency) -> str:
@@ -113,16 +124,8 @@ class LexicalChecker(HallucinationChecker):
         for position, (claim, claim_facts) in enumerate(zip(claims, facts)):
             index = index_facts(tuple(claim_facts))
             result = assess(analyse(claim), index)
-            own = consistency_score(result, ngram_gaps(claim, index), index.long)
             context = contexts[position] if contexts is not None else claim
-            in_context = (
-                own
-                if context == claim
-                else consistency_score(result, prediction_gaps(context, index, gap_cache), index.long)
-            )
-            if index.long:
-                result.contradictions.clear()
-                result.spans.clear()
+            own, in_context = own_and_in_context(consistency_score, result, claim, context, index, gap_cache)
             evidence = (
                 index.clause_fact[result.clause] if result.clause is not None and result.clause_coverage > 0 else None
             )
