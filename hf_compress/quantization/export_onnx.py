@@ -11,6 +11,10 @@ on unpadded positions too, but is about 10x slower to export here (7-15 s for th
 padded positions differ from PyTorch's (garbage there either way). The default is what the tests cover on all
 three families; dynamo is the route that will stay when torch drops the TorchScript exporter.
 
+Attention is traced eager (explicit matmul, mask and softmax) whatever the model runs with: ONNX Runtime runs that
+graph faster than the SDPA trace (dynamic int8 on MiniLM 1.22-1.43x, ``benchmarks/results/onnx_eager.md``). The
+model and its saved config keep their own attention setting.
+
 What is exported: the logits forward (``input_ids``, ``attention_mask`` and, when the batch has them,
 ``token_type_ids``; batch and sequence axes dynamic) without KV cache. KV-cache generation is not supported: a
 decoder export recomputes the whole sequence at every generated token.

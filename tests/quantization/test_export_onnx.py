@@ -78,6 +78,21 @@ def test_float_onnx_matches_pytorch_with_dynamic_batch_and_sequence(tmp_path, fa
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_sdpa_model_is_traced_with_eager_attention_and_keeps_its_setting(tmp_path, family):
+    # ORT runs the eager attention graph faster (benchmarks/results/onnx_eager.md); the user's model keeps SDPA
+    model = MODEL_FACTORIES[family]().eval()
+    eager = MODEL_FACTORIES[family](attn_implementation="eager").eval()
+    assert model.config._attn_implementation == "sdpa"
+    export(model, tmp_path / "sdpa", format="onnx", speed_repeats=0, print_report=False)
+    export(eager, tmp_path / "eager", format="onnx", speed_repeats=0, print_report=False)
+    graphs = [onnx.load(tmp_path / name / "model.onnx").graph for name in ("sdpa", "eager")]
+    assert [node.op_type for node in graphs[0].node] == [node.op_type for node in graphs[1].node]
+    assert model.config._attn_implementation == "sdpa"
+    saved = json.loads((tmp_path / "sdpa" / "config.json").read_text())
+    assert not any("attn_implementation" in key for key in saved)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("activations", [None, "per_tensor"])
 def test_qat_model_carries_its_trained_grid_into_onnx(tmp_path, family, activations):
     config = QATConfig(activations=activations, freeze_observers=0.5) if activations else QATConfig()

