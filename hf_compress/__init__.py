@@ -39,6 +39,7 @@ _EXPORTS = {
     "get_registry": "hf_compress.registry",
     "load_metric": "hf_compress.metrics",
     "merge_and_unload": "hf_compress.peft_support",
+    "onnx_session": "hf_compress.quantization.export_onnx_runtime",
     "prepare_qat_": "hf_compress.quantization.qat",
     "prune_one_shot": "hf_compress.pruning.one_shot",
     "release": "hf_compress.trainer.cleanup",

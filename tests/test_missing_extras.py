@@ -85,6 +85,15 @@ def test_onnx_export_without_the_extra(tmp_path):
     assert not (tmp_path / "out").exists()  # nothing written
 
 
+def test_onnx_session_without_the_extra(tmp_path):
+    from hf_compress import onnx_session
+
+    needs_missing("onnxruntime")
+    with pytest.raises(ImportError) as caught:
+        onnx_session(tmp_path)
+    assert_names_extra(caught.value, "onnx")
+
+
 def test_embedding_checker_without_the_extra():
     from hf_compress.metrics import load_metric
 

@@ -63,6 +63,7 @@ from hf_compress import __version__
 from hf_compress.distributed import unwrap_model
 from hf_compress.quantization.export_onnx_runtime import (  # noqa: F401 (INPUT_NAMES: public here too)
     INPUT_NAMES,
+    SLOW_FUSIONS,
     count_int8_matmuls,
     inference_session,
     ort_post_training_int8,
@@ -282,7 +283,10 @@ def export_model(model: nn.Module, path: str, export_format, settings):
             {"exported": lambda: session.run(None, feed), "pytorch_fp32": torch_runner(baseline, batch)},
             settings.speed_repeats,
         )
-        measured = f"median of {settings.speed_repeats} interleaved runs"
+        measured = (
+            f"median of {settings.speed_repeats} interleaved runs; the ONNX Runtime session of hf_compress.onnx_session "
+            f"({', '.join(SLOW_FUSIONS)} off, threads not spinning)"
+        )
     report = build_report(
         export_format.name,
         detect_compression(exported, quantization),

@@ -17,8 +17,16 @@ logger = logging.getLogger(__name__)
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
+# ONNX Runtime graph fusions that made hf-compress's exports slower where measured, so its sessions turn them off.
+# SkipLayerNormFusion merges a residual Add into the next LayerNorm. ORT 1.32's CPU kernel for the merged op ran MiniLM's
+# 12 of them in 21 ms per 16 x 128 batch (1 thread), against 6.5 ms unfused: dynamic int8 MiniLM ran 1.02-1.18x
+# faster with the fusion off, the Llama teacher 1.02-1.03x, GPT-2 the same (benchmarks/results/onnx_session.md).
+SLOW_FUSIONS = ("SkipLayerNormFusion",)
+
+
 def inference_session(file: str, threads: int | None = None):
-    """An ``onnxruntime.InferenceSession`` on CPU with all graph optimisations (``threads`` intra-op threads).
+    """An ``onnxruntime.InferenceSession`` on CPU with all graph optimisations but :data:`SLOW_FUSIONS`
+    (``threads`` intra-op threads).
 
     Its threads do not spin-wait between runs (ONNX Runtime's default is to spin): the export check and speed report
     time ONNX Runtime and PyTorch in turns in one process, and spinning ORT threads would take the cores PyTorch's
@@ -32,7 +40,42 @@ def inference_session(file: str, threads: int | None = None):
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
-    return onnxruntime.InferenceSession(file, options, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(
+        file, options, providers=["CPUExecutionProvider"], disabled_optimizers=list(SLOW_FUSIONS)
+    )
+
+
+def onnx_session(path: str | os.PathLike, threads: int | None = None):
+    """Load an ONNX export for CPU inference with the session settings its speed report was measured with.
+
+    Args:
+        path: the folder ``export(..., format="onnx" | "onnx-int8")`` wrote, or its ``model.onnx``.
+        threads (`int`, *optional*): intra-op threads; defaults to ``torch.get_num_threads()``.
+
+    Returns an ``onnxruntime.InferenceSession``: all graph optimisations except :data:`SLOW_FUSIONS`, threads that
+    do not spin between runs. A plain ``InferenceSession`` runs the same graph with the same outputs, slower where
+    those fusions fire (a BERT-style encoder: about 1.15x).
+
+    Example:
+
+    ```python
+    from hf_compress import export, onnx_session
+
+    export(model, "out/onnx-int8", format="onnx-int8", int8_mode="dynamic")
+    session = onnx_session("out/onnx-int8")
+    batch = tokenizer(["a great film"], return_tensors="np")
+    logits = session.run(None, {node.name: batch[node.name] for node in session.get_inputs()})[0]
+    ```
+    """
+    from hf_compress.extras import require_extra
+
+    require_extra("onnxruntime", "onnx", "onnx_session")
+    file = os.fspath(path)
+    if os.path.isdir(file):
+        file = os.path.join(file, "model.onnx")
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f"onnx_session: no ONNX model at {file!r}; pass an export folder or its model.onnx")
+    return inference_session(file, threads)
 
 
 def session_feed(session, batch: dict[str, torch.Tensor]) -> dict:

@@ -15,7 +15,7 @@ import torch
 from transformers import Trainer
 
 from conftest import MODEL_FACTORIES, dataset_for, training_args
-from hf_compress import PruningCallback, PruningConfig, QATCallback, QATConfig, export
+from hf_compress import PruningCallback, PruningConfig, QATCallback, QATConfig, export, onnx_session
 from hf_compress.quantization.cli import export_main
 from hf_compress.quantization.export_onnx import OnnxExportError, inference_session, session_outputs
 from hf_compress.quantization.export_onnx_runtime import cpu_lacks_vnni
@@ -178,6 +178,22 @@ def test_real_minilm_exports_and_int8_is_faster_than_pytorch(tmp_path):
     assert int8.speed["speedup"] > 1.0  # measured, not asserted tightly: the machine is shared
     report = (tmp_path / "int8" / "speed_report.md").read_text()
     assert "ONNX Runtime" in report and "int8 weights + activations" in report
+
+
+def test_onnx_session_loads_an_export_folder_or_file_with_the_outputs_of_a_plain_session(tmp_path):
+    import onnxruntime
+
+    model = MODEL_FACTORIES["bert"]().eval()
+    export(model, tmp_path / "int8", format="onnx-int8", int8_mode="dynamic", speed_repeats=0, print_report=False)
+    batch = random_batches(model, count=1)[0]
+    plain = onnxruntime.InferenceSession(str(tmp_path / "int8" / "model.onnx"), providers=["CPUExecutionProvider"])
+    expected = plain.run(None, {node.name: batch[node.name].numpy() for node in plain.get_inputs()})[0]
+    for path in (tmp_path / "int8", tmp_path / "int8" / "model.onnx"):
+        session = onnx_session(path, threads=1)
+        outputs = session.run(None, {node.name: batch[node.name].numpy() for node in session.get_inputs()})[0]
+        np.testing.assert_allclose(outputs, expected, atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="no ONNX model at .*missing"):
+        onnx_session(tmp_path / "missing")
 
 
 def test_sparse_model_gets_a_plain_warning_and_keeps_its_zeros(tmp_path, caplog):
