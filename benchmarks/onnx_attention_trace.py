@@ -92,12 +92,53 @@ def dynamic_int8(float_file: str, int8_file: str) -> None:
     )
 
 
+def timing_table(model, make_sessions, rounds: dict[int, int], gain_label: str, gain) -> list[str]:
+    """Markdown rows timing PyTorch fp32 against each ORT session, 1 and 2 threads, batch 1 and 16 x 128.
+
+    ``make_sessions(threads)`` gives ``{label: session}`` on graphs of the same model; ``gain(medians)`` is the ratio
+    shown in the ``gain_label`` column. Each session is first checked against PyTorch's logits.
+    """
+    vocab = model.config.vocab_size
+    labels = None
+    lines = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        sessions = make_sessions(threads)
+        if labels is None:
+            labels = list(sessions)
+            lines += ["| threads | batch x seq | PyTorch fp32 (ms) | " + " | ".join(f"{c} (ms)" for c in labels)]
+            lines[-1] += f" | {gain_label} | load avg |"
+            lines.append("|---|---|---:|" + "---:|" * len(labels) + "---:|---|")
+        for batch_size in (1, 16):
+            generator = torch.Generator().manual_seed(batch_size)
+            ids = torch.randint(0, vocab, (batch_size, SEQUENCE), generator=generator)
+            batch = onnx_inputs(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+            with torch.inference_mode():
+                reference = model(**batch).logits.numpy()
+
+            def torch_run(batch=batch):
+                with torch.inference_mode():
+                    model(**batch)
+
+            runners = {"PyTorch fp32": torch_run}
+            for label, session in sessions.items():
+                feed = {node.name: batch[node.name].numpy().astype(np.int64) for node in session.get_inputs()}
+                difference = np.abs(session.run(None, feed)[0] - reference).max()
+                assert difference < (1e-4 if "fp32" in label else 5.0), (label, difference)  # the same model
+                runners[label] = lambda session=session, feed=feed: session.run(None, feed)
+            medians = time_cell(runners, rounds[batch_size])
+            torch_ms = medians["PyTorch fp32"]
+            cells = [f"{torch_ms:.1f}"] + [f"{medians[c]:.1f} ({torch_ms / medians[c]:.2f}x)" for c in labels]
+            row = f"| {threads} | {batch_size} x {SEQUENCE} | " + " | ".join(cells)
+            lines.append(row + f" | {gain(medians):.2f}x | {load_average()} |")
+            print(lines[-1], flush=True)
+    return lines
+
+
 def measure(name: str, model, work: str, rounds: dict[int, int]) -> list[str]:
     model.eval()
     assert model.config._attn_implementation == "sdpa", model.config._attn_implementation
-    vocab = model.config.vocab_size
-    sample = {"input_ids": torch.randint(0, vocab, (2, 16)), "attention_mask": torch.ones(2, 16, dtype=torch.long)}
-    inputs = onnx_inputs(model, sample)
+    inputs = onnx_inputs(model, {"input_ids": torch.randint(0, model.config.vocab_size, (2, 16))})
     graphs = {}
     for trace, tracer in (("SDPA", trace_sdpa), ("eager", lambda m, i, f: trace_to_onnx(m, i, f, "torchscript", 17))):
         float_file = os.path.join(work, f"{trace}.onnx")
@@ -107,75 +148,58 @@ def measure(name: str, model, work: str, rounds: dict[int, int]) -> list[str]:
         graphs[f"ORT int8 dynamic, {trace}-traced"] = os.path.join(work, f"{trace}-int8.onnx")
     nodes = {label: len(onnx.load(file).graph.node) for label, file in graphs.items()}
     lines = [f"## {name}", ""]
-    lines.append("Graph nodes: " + "; ".join(f"{label}: {count}" for label, count in nodes.items()) + ".")
-    lines += ["", "| threads | batch x seq | PyTorch fp32 (ms) | " + " | ".join(f"{g} (ms)" for g in graphs)]
-    lines[-1] += " | int8 eager / int8 SDPA | load avg |"
-    lines.append("|---|---|---:|" + "---:|" * len(graphs) + "---:|---|")
-    for threads in (1, 2):
-        torch.set_num_threads(threads)
-        sessions = {label: inference_session(file, threads) for label, file in graphs.items()}
-        for batch_size in (1, 16):
-            generator = torch.Generator().manual_seed(batch_size)
-            ids = torch.randint(0, vocab, (batch_size, SEQUENCE), generator=generator)
-            batch = onnx_inputs(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
-
-            def torch_run(batch=batch):
-                with torch.inference_mode():
-                    model(**batch)
-
-            runners = {"PyTorch fp32": torch_run}
-            reference = None
-            for label, session in sessions.items():
-                feed = {node.name: batch[node.name].numpy().astype(np.int64) for node in session.get_inputs()}
-                runners[label] = lambda session=session, feed=feed: session.run(None, feed)
-                if reference is None:
-                    with torch.inference_mode():
-                        reference = model(**batch).logits.numpy()
-                difference = np.abs(session.run(None, feed)[0] - reference).max()
-                assert difference < (1e-4 if "fp32" in label else 5.0), (label, difference)  # same model traced
-            medians = time_cell(runners, rounds[batch_size])
-            torch_ms = medians["PyTorch fp32"]
-            cells = [f"{torch_ms:.1f}"] + [f"{medians[g]:.1f} ({torch_ms / medians[g]:.2f}x)" for g in graphs]
-            gain = medians["ORT int8 dynamic, SDPA-traced"] / medians["ORT int8 dynamic, eager-traced"]
-            lines.append(
-                f"| {threads} | {batch_size} x {SEQUENCE} | "
-                + " | ".join(cells)
-                + f" | {gain:.2f}x | {load_average()} |"
-            )
-            print(lines[-1], flush=True)
+    lines += ["Graph nodes: " + "; ".join(f"{label}: {count}" for label, count in nodes.items()) + ".", ""]
+    lines += timing_table(
+        model,
+        lambda threads: {label: inference_session(file, threads) for label, file in graphs.items()},
+        rounds,
+        "int8 eager / int8 SDPA",
+        lambda medians: medians["ORT int8 dynamic, SDPA-traced"] / medians["ORT int8 dynamic, eager-traced"],
+    )
     return lines + [""]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def run(measure, default_output: str, title: str, description: str, command: str) -> None:
+    """Parse the rounds and output options, ``measure`` every model of :data:`MODELS`, write the results file."""
+    parser = argparse.ArgumentParser(description=title)
     parser.add_argument("--rounds-b1", type=int, default=15)
     parser.add_argument("--rounds-b16", type=int, default=5)
-    parser.add_argument("--output", default=os.path.join(HERE, "results", "onnx_eager.md"))
+    parser.add_argument("--output", default=default_output)
     options = parser.parse_args()
     import onnxruntime
 
     start = time.time()
     sections = []
-    with tempfile.TemporaryDirectory(prefix="onnx-attention-") as work:
+    with tempfile.TemporaryDirectory(prefix="onnx-bench-") as work:
         for index, (name, build) in enumerate(MODELS.items()):
             folder = os.path.join(work, str(index))
             os.makedirs(folder)
             sections += measure(name, build(), folder, {1: options.rounds_b1, 16: options.rounds_b16})
     header = [
-        "# ONNX export: tracing eager attention instead of SDPA",
+        f"# {title}",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} with `{COMMAND}` on {platform.machine()} ({os.cpu_count()} CPUs, "
+        f"Measured {time.strftime('%Y-%m-%d')} with `{command}` on {platform.machine()} ({os.cpu_count()} CPUs, "
         f"shared; load average when written {load_average()}), torch {torch.__version__}, onnxruntime "
         f"{onnxruntime.__version__}; {time.time() - start:.0f} s. CPU: {cpu_name()}.",
-        "Same weights traced twice by torch's TorchScript exporter (opset 17): with the SDPA forward (what "
-        "`export` did before) and with eager attention (what it does now). int8 is ORT's dynamic quantization of "
-        "each graph. Ratios in brackets are over PyTorch fp32 (SDPA, `torch.inference_mode`), timed interleaved "
-        "(median of rounds).",
+        description,
         "",
     ]
     with open(options.output, "w") as handle:
         handle.write("\n".join(header + sections))
     print(f"wrote {options.output}")
+
+
+def main() -> None:
+    run(
+        measure,
+        os.path.join(HERE, "results", "onnx_eager.md"),
+        "ONNX export: tracing eager attention instead of SDPA",
+        "Same weights traced twice by torch's TorchScript exporter (opset 17): with the SDPA forward (what `export` "
+        "did before) and with eager attention (what it does now). int8 is ORT's dynamic quantization of each graph. "
+        "Ratios in brackets are over PyTorch fp32 (SDPA, `torch.inference_mode`), timed interleaved (median of "
+        "rounds).",
+        COMMAND,
+    )
 
 
 if __name__ == "__main__":

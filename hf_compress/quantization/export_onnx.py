@@ -12,7 +12,7 @@ padded positions differ from PyTorch's (garbage there either way). The default i
 three families; dynamo is the route that will stay when torch drops the TorchScript exporter.
 
 Attention is traced eager (explicit matmul, mask and softmax) whatever the model runs with: ONNX Runtime runs that
-graph faster than the SDPA trace (dynamic int8 on MiniLM 1.22-1.43x, ``benchmarks/results/onnx_eager.md``). The
+graph faster than the SDPA trace (dynamic int8 on MiniLM 1.26-1.41x, ``benchmarks/results/onnx_eager.md``). The
 model and its saved config keep their own attention setting.
 
 What is exported: the logits forward (``input_ids``, ``attention_mask`` and, when the batch has them,

@@ -51,8 +51,8 @@ def eager_attention(model: nn.Module):
     """Trace with transformers' eager attention (explicit matmul, mask add, softmax), then switch ``model`` back.
 
     The SDPA forward, transformers' default, traces into a longer graph (its scale and mask arithmetic adds 153 nodes
-    to MiniLM) that ONNX Runtime runs slower: dynamic int8 on all-MiniLM-L6-v2 ran 1.22-1.43x faster traced from eager
-    (8.2 against 10.1 ms at 1 thread, 1 x 128; ``benchmarks/onnx_attention_trace.py``). Both forwards compute the
+    to MiniLM) that ONNX Runtime runs slower: dynamic int8 on all-MiniLM-L6-v2 ran 1.26-1.41x faster traced from eager
+    (7.8 against 9.9 ms at 1 thread, 1 x 128; ``benchmarks/onnx_attention_trace.py``). Both forwards compute the
     same logits, and the export check compares the graph with the model as given. The setting is not serialized,
     so the exported ``config.json`` keeps the model's own.
     """
