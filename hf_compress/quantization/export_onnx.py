@@ -284,8 +284,8 @@ def export_model(model: nn.Module, path: str, export_format, settings):
             settings.speed_repeats,
         )
         measured = (
-            f"median of {settings.speed_repeats} interleaved runs; the ONNX Runtime session of hf_compress.onnx_session "
-            f"({', '.join(SLOW_FUSIONS)} off, threads not spinning)"
+            f"median of {settings.speed_repeats} interleaved runs; ONNX Runtime session as hf_compress.onnx_session "
+            f"with spin=False ({', '.join(SLOW_FUSIONS)} off, threads not spinning)"
         )
     report = build_report(
         export_format.name,

@@ -24,13 +24,13 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 SLOW_FUSIONS = ("SkipLayerNormFusion",)
 
 
-def inference_session(file: str, threads: int | None = None):
+def inference_session(file: str, threads: int | None = None, spin: bool = False):
     """An ``onnxruntime.InferenceSession`` on CPU with all graph optimisations but :data:`SLOW_FUSIONS`
     (``threads`` intra-op threads).
 
-    Its threads do not spin-wait between runs (ONNX Runtime's default is to spin): the export check and speed report
-    time ONNX Runtime and PyTorch in turns in one process, and spinning ORT threads would take the cores PyTorch's
-    threads need.
+    By default its threads do not spin-wait between runs (ONNX Runtime's default is to spin): the export check and
+    speed report time ONNX Runtime and PyTorch in turns in one process, and spinning ORT threads would take the cores
+    PyTorch's threads need. ``spin=True`` keeps ORT's default, for a process that runs only ORT.
     """
     import onnxruntime
 
@@ -38,23 +38,26 @@ def inference_session(file: str, threads: int | None = None):
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     options.log_severity_level = 3
     return onnxruntime.InferenceSession(
         file, options, providers=["CPUExecutionProvider"], disabled_optimizers=list(SLOW_FUSIONS)
     )
 
 
-def onnx_session(path: str | os.PathLike, threads: int | None = None):
-    """Load an ONNX export for CPU inference with the session settings its speed report was measured with.
+def onnx_session(path: str | os.PathLike, threads: int | None = None, spin: bool = True):
+    """Load an ONNX export for CPU inference: ONNX Runtime with all graph optimisations except :data:`SLOW_FUSIONS`.
 
     Args:
         path: the folder ``export(..., format="onnx" | "onnx-int8")`` wrote, or its ``model.onnx``.
         threads (`int`, *optional*): intra-op threads; defaults to ``torch.get_num_threads()``.
+        spin (`bool`): let idle ORT threads spin-wait between ops (ORT's default). Faster when ORT has the cores to
+            itself: int8 MiniLM at 2 threads, 1 x 128, ran 1.3x faster spinning than not, timed alone
+            (``benchmarks/results/onnx_session.md``). Pass False when other work shares the cores; the export's
+            speed report times with False, in turns with PyTorch.
 
-    Returns an ``onnxruntime.InferenceSession``: all graph optimisations except :data:`SLOW_FUSIONS`, threads that
-    do not spin between runs. A plain ``InferenceSession`` runs the same graph with the same outputs, slower where
-    those fusions fire (a BERT-style encoder: about 1.15x).
+    Returns an ``onnxruntime.InferenceSession``. A plain ``InferenceSession`` runs the same graph with the same
+    outputs, slower where those fusions fire (a BERT-style encoder: about 1.15x).
 
     Example:
 
@@ -75,7 +78,7 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):
         file = os.path.join(file, "model.onnx")
     if not os.path.isfile(file):
         raise FileNotFoundError(f"onnx_session: no ONNX model at {file!r}; pass an export folder or its model.onnx")
-    return inference_session(file, threads)
+    return inference_session(file, threads, spin=spin)
 
 
 def session_feed(session, batch: dict[str, torch.Tensor]) -> dict:

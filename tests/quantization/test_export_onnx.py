@@ -192,6 +192,9 @@ def test_onnx_session_loads_an_export_folder_or_file_with_the_outputs_of_a_plain
         session = onnx_session(path, threads=1)
         outputs = session.run(None, {node.name: batch[node.name].numpy() for node in session.get_inputs()})[0]
         np.testing.assert_allclose(outputs, expected, atol=1e-5)
+    for spin, entry in ((True, "1"), (False, "0")):  # spinning: on for serving, off when timed beside PyTorch
+        options = onnx_session(tmp_path / "int8", spin=spin).get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == entry
     with pytest.raises(FileNotFoundError, match="no ONNX model at .*missing"):
         onnx_session(tmp_path / "missing")
 
