@@ -30,7 +30,7 @@ import pipelines  # noqa: E402  (the teacher's config)
 from onnx_speed import cpu_name, load_average, time_cell  # noqa: E402  (the main ONNX benchmark's timing)
 
 from hf_compress.quantization.export_onnx_runtime import inference_session  # noqa: E402
-from hf_compress.quantization.export_onnx_trace import LogitsForward, onnx_inputs, trace_to_onnx  # noqa: E402
+from hf_compress.quantization.export_onnx_trace import onnx_inputs, trace_to_onnx  # noqa: E402
 
 SEQUENCE = 128
 COMMAND = "python benchmarks/onnx_attention_trace.py --output benchmarks/results/onnx_eager.md"
@@ -68,20 +68,7 @@ MODELS = {
 
 def trace_sdpa(model, inputs: dict, file: str) -> None:
     """The graph the export made before it switched to eager attention: the SDPA forward as it is."""
-    names = tuple(inputs)
-    axes = {0: "batch", 1: "sequence"}
-    with torch.no_grad():
-        torch.onnx.export(
-            LogitsForward(model, names).eval(),
-            tuple(inputs[name] for name in names),
-            file,
-            dynamo=False,
-            input_names=list(names),
-            output_names=["logits"],
-            dynamic_axes={**{name: axes for name in names}, "logits": axes},
-            opset_version=17,
-            do_constant_folding=True,
-        )
+    trace_to_onnx(model, inputs, file, "torchscript", 17, trace_eager_attention=False)
 
 
 def dynamic_int8(float_file: str, int8_file: str) -> None:

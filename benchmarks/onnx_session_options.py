@@ -1,7 +1,7 @@
 """ONNX Runtime session settings for hf-compress's exports: ORT's defaults against ``hf_compress.onnx_session``.
 
-``onnx_session`` (and the export check and speed report, which use it) turns off ORT's ``SkipLayerNormFusion``
-and thread spinning. This script measures the fusion's part: the same exported graphs (eager-attention trace,
+``onnx_session`` turns off ORT's ``SkipLayerNormFusion`` and keeps its thread spinning; the export check and speed
+report use the same session without spinning. This script measures both settings: the same exported graphs (eager-attention trace,
 float32 and ORT dynamic int8) in a session with ORT's default graph optimisations and in one with the fusion off,
 both without spinning, against PyTorch fp32 (SDPA), interleaved in one process; then int8 without and with
 thread spinning, each runtime timed alone in alternating blocks. Models as in
@@ -18,7 +18,6 @@ import sys
 import time
 
 import numpy as np
-import onnxruntime
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -34,13 +33,7 @@ COMMAND = "python benchmarks/onnx_session_options.py --output benchmarks/results
 
 def default_session(file: str, threads: int):
     """ORT's default graph optimisations (all fusions on), spinning off as in ``inference_session``."""
-    options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    return onnxruntime.InferenceSession(file, options, providers=["CPUExecutionProvider"])
+    return inference_session(file, threads, disabled_fusions=())
 
 
 def measure(name: str, model, work: str, rounds: dict[int, int]) -> list[str]:
@@ -93,6 +86,7 @@ def spinning_table(model, int8_file: str, rounds: dict[int, int], blocks: int = 
     lines.append("|---|---|---:|---:|---:|---:|---|")
     for threads in (1, 2):
         torch.set_num_threads(threads)
+        sessions = {spin: inference_session(int8_file, threads, spin=spin) for spin in (False, True)}
         for batch_size in (1, 16):
             ids = torch.randint(0, vocab, (batch_size, SEQUENCE), generator=torch.Generator().manual_seed(batch_size))
             batch = onnx_inputs(model, {"input_ids": ids})
@@ -104,8 +98,7 @@ def spinning_table(model, int8_file: str, rounds: dict[int, int], blocks: int = 
 
             for _ in range(blocks):
                 medians["torch"].append(block_median(torch_run, rounds[batch_size]))
-                for spin in (False, True):
-                    session = inference_session(int8_file, threads, spin=spin)
+                for spin, session in sessions.items():
                     feed = {node.name: batch[node.name].numpy().astype(np.int64) for node in session.get_inputs()}
                     run_once = lambda session=session, feed=feed: session.run(None, feed)  # noqa: E731
                     medians[spin].append(block_median(run_once, rounds[batch_size]))

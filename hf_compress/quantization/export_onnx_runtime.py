@@ -19,14 +19,16 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 # ONNX Runtime graph fusions that made hf-compress's exports slower where measured, so its sessions turn them off.
 # SkipLayerNormFusion merges a residual Add into the next LayerNorm. ORT 1.32's CPU kernel for the merged op ran MiniLM's
-# 12 of them in 21 ms per 16 x 128 batch (1 thread), against 6.5 ms unfused: dynamic int8 MiniLM ran 1.02-1.18x
-# faster with the fusion off, the Llama teacher 1.02-1.03x, GPT-2 the same (benchmarks/results/onnx_session.md).
+# 12 of them in 21 ms per 16 x 128 batch (1 thread), against 6.5 ms unfused: dynamic int8 MiniLM ran 1.08-1.18x
+# faster with the fusion off; the Llama teacher and GPT-2 moved 0.99-1.05x (benchmarks/results/onnx_session.md).
 SLOW_FUSIONS = ("SkipLayerNormFusion",)
 
 
-def inference_session(file: str, threads: int | None = None, spin: bool = False):
-    """An ``onnxruntime.InferenceSession`` on CPU with all graph optimisations but :data:`SLOW_FUSIONS`
-    (``threads`` intra-op threads).
+def inference_session(
+    file: str, threads: int | None = None, spin: bool = False, disabled_fusions: tuple[str, ...] = SLOW_FUSIONS
+):
+    """An ``onnxruntime.InferenceSession`` on CPU with all graph optimisations but ``disabled_fusions``
+    (``threads`` intra-op threads). ``disabled_fusions=()`` is ORT's default set, which the benchmarks compare with.
 
     By default its threads do not spin-wait between runs (ONNX Runtime's default is to spin): the export check and
     speed report time ONNX Runtime and PyTorch in turns in one process, and spinning ORT threads would take the cores
@@ -41,7 +43,7 @@ def inference_session(file: str, threads: int | None = None, spin: bool = False)
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     options.log_severity_level = 3
     return onnxruntime.InferenceSession(
-        file, options, providers=["CPUExecutionProvider"], disabled_optimizers=list(SLOW_FUSIONS)
+        file, options, providers=["CPUExecutionProvider"], disabled_optimizers=list(disabled_fusions)
     )
 
 

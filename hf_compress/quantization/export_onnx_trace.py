@@ -56,26 +56,32 @@ def eager_attention(model: nn.Module):
     same logits, and the export check compares the graph with the model as given. The setting is not serialized,
     so the exported ``config.json`` keeps the model's own.
     """
-    config = getattr(model, "config", None)
-    previous = getattr(config, "_attn_implementation", None)
+    previous = getattr(getattr(model, "config", None), "_attn_implementation", None)
     switch = getattr(model, "set_attn_implementation", None)
-    if switch is None or previous in (None, "eager"):
-        yield
-        return
-    try:
-        switch("eager")
-    except (ValueError, ImportError, NotImplementedError):  # a model without an eager path: trace it as it is
-        yield
-        return
+    switched = False
+    if switch is not None and previous not in (None, "eager"):
+        try:
+            switch("eager")
+            switched = True
+        except (ValueError, ImportError, NotImplementedError):  # a model without an eager path: trace it as it is
+            pass
     try:
         yield
     finally:
-        switch(previous)
+        if switched:
+            switch(previous)
 
 
-def trace_to_onnx(model: nn.Module, inputs: dict[str, torch.Tensor], file: str, exporter: str, opset: int) -> None:
+def trace_to_onnx(
+    model: nn.Module,
+    inputs: dict[str, torch.Tensor],
+    file: str,
+    exporter: str,
+    opset: int,
+    trace_eager_attention: bool = True,
+) -> None:
     """Export ``model``'s logits forward to ``file`` with dynamic batch and sequence axes, traced with eager attention
-    (:func:`eager_attention`).
+    (:func:`eager_attention`) unless ``trace_eager_attention=False`` (the benchmarks time the model's own).
 
     Raises:
         OnnxExportError: the exporter cannot trace the model (the message names the model class and the op).
@@ -84,7 +90,8 @@ def trace_to_onnx(model: nn.Module, inputs: dict[str, torch.Tensor], file: str, 
     wrapper = LogitsForward(model, names).eval()
     args = tuple(inputs[name] for name in names)
     try:
-        with warnings.catch_warnings(), torch.no_grad(), eager_attention(model):
+        attention = eager_attention(model) if trace_eager_attention else contextlib.nullcontext()
+        with warnings.catch_warnings(), torch.no_grad(), attention:
             warnings.simplefilter("ignore")
             if exporter == "dynamo":
                 batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
