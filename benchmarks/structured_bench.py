@@ -12,6 +12,7 @@
 
     python benchmarks/structured_bench.py --only speed
     python benchmarks/structured_bench.py --only speed --size base   # the same cuts on a ~125M Llama
+    python benchmarks/structured_bench.py --only speed --size quality   # the quality table's student shapes
     python benchmarks/structured_bench.py --only memory
     python benchmarks/structured_bench.py --only overhead
     python benchmarks/structured_bench.py --only quality --teacher-steps 300 --recovery-steps 300
@@ -86,7 +87,27 @@ def base_config() -> LlamaConfig:
     return llama_config(32000, 768, 2048, 12, 12, 4)
 
 
-SPEED_SIZES = {"protocol": (teacher_config, SPEED_SHAPES), "base": (base_config, BASE_SPEED_SHAPES)}
+def quality_teacher_config() -> LlamaConfig:
+    from structured_quality import teacher_config as quality_config
+
+    return quality_config(256, 4)
+
+
+# the quality table's teacher (8 heads of 32) and the shapes its students have at Torch-Pruning's two parameter
+# counts: Torch-Pruning's uniform ratios, and the budget search's choice, which keeps every head
+QUALITY_SPEED_SHAPES = {
+    "Torch-Pruning 0.375 shape (0.40x)": {"num_key_value_heads": 5, "intermediate_size": 480, "hidden_size": 160},
+    "budget search, heads kept (0.40x)": {"num_key_value_heads": 8, "intermediate_size": 352, "hidden_size": 160},
+    "Torch-Pruning 0.5 shape (0.26x)": {"num_key_value_heads": 4, "intermediate_size": 384, "hidden_size": 128},
+    "budget search, heads kept (0.26x)": {"num_key_value_heads": 8, "intermediate_size": 213, "hidden_size": 128},
+    "dev-chosen H96, heads kept (0.26x)": {"num_key_value_heads": 8, "intermediate_size": 413, "hidden_size": 96},
+}
+
+SPEED_SIZES = {
+    "protocol": (teacher_config, SPEED_SHAPES),
+    "base": (base_config, BASE_SPEED_SHAPES),
+    "quality": (quality_teacher_config, QUALITY_SPEED_SHAPES),
+}
 
 
 def params(model) -> int:
@@ -351,7 +372,7 @@ def main() -> None:
         "--size",
         default="protocol",
         choices=sorted(SPEED_SIZES),
-        help="speed: the protocol's teacher or a ~125M Llama",
+        help="speed: the protocol's teacher, a ~125M Llama, or the quality table's teacher and student shapes",
     )
     parser.add_argument("--overhead-steps", type=int, default=40)
     parser.add_argument("--overhead-rounds", type=int, default=2)
@@ -364,8 +385,13 @@ def main() -> None:
             body = run_speed(options)
             if options.size == "protocol":
                 write_section("speed", "Speed of the saved shrunk model vs the dense teacher (CPU)", body, command)
-            else:
+            elif options.size == "base":
                 title = "Speed at ~125M parameters: the same cuts on a 12-layer, 768-wide Llama (CPU)"
+                write_section(f"speed-{options.size}", title, body, command)
+            else:
+                title = (
+                    "Speed of the quality table's student shapes: Torch-Pruning's against the budget search's (CPU)"
+                )
                 write_section(f"speed-{options.size}", title, body, command)
         elif what == "memory":
             body = run_memory(options)

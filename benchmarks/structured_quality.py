@@ -30,6 +30,8 @@ from hf_compress import (
     StructuredPruningConfig,
     shrink_to,
 )
+from hf_compress.structured.families import family_of
+from hf_compress.structured.selection import resolve_shape
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORK = os.path.join(HERE, "_work", "structured")
@@ -69,8 +71,42 @@ def train(model, train_set, options, steps, callbacks=(), lr=None, output="run")
 
 
 def kd(teacher, options):
-    return DistillationCallback(
-        teacher, DistillationConfig(alpha=options.kd_alpha, temperature=options.kd_temperature)
+    """Logit KD, plus hidden-state MSE on every block output (learned projections across the narrower width) when
+    ``--hidden-weight`` is above 0; only for students with the teacher's depth."""
+    layer_map = None
+    if options.hidden_weight > 0:
+        layer_map = {i: i for i in range(1, options.layers + 1)}
+    config = DistillationConfig(
+        alpha=options.kd_alpha,
+        temperature=options.kd_temperature,
+        layer_map=layer_map,
+        hidden_weight=options.hidden_weight if layer_map else 1.0,
+    )
+    return DistillationCallback(teacher, config)
+
+
+def recipe_tag(options) -> str:
+    """Suffix naming the recovery settings that differ from the issue's protocol ('' for the protocol itself)."""
+    return (
+        ("" if options.lr == DEFAULT_RECOVERY_LR else f"-lr{options.lr:g}")
+        + kd_tag(options)
+        + ("" if options.recovery_seed == 0 else f"-seed{options.recovery_seed}")
+    )
+
+
+def recipe_words(options) -> str:
+    words = f"recovery lr {options.lr:g}, KD alpha {options.kd_alpha:g} T {options.kd_temperature:g}"
+    if options.hidden_weight:
+        words += f", hidden-state MSE weight {options.hidden_weight:g}"
+    return words + f", seed {options.recovery_seed}"
+
+
+def kd_tag(options) -> str:
+    """Suffix naming the KD settings that differ from the default recipe (alpha 0.5, T 2, no hidden loss)."""
+    return (
+        ("" if options.kd_alpha == 0.5 else f"-alpha{options.kd_alpha:g}")
+        + ("" if options.kd_temperature == 2.0 else f"-T{options.kd_temperature:g}")
+        + ("" if options.hidden_weight == 0 else f"-hidden{options.hidden_weight:g}")
     )
 
 
@@ -86,6 +122,7 @@ def quality_options(argv: list[str], extra=()):
     parser.add_argument("--lr", type=float, default=DEFAULT_RECOVERY_LR)
     parser.add_argument("--kd-alpha", type=float, default=0.5)
     parser.add_argument("--kd-temperature", type=float, default=2.0)
+    parser.add_argument("--hidden-weight", type=float, default=0.0, help="hidden-state MSE weight (0: logits only)")
     parser.add_argument("--calibration-windows", type=int, default=64)
     parser.add_argument("--recovery-seed", type=int, default=0, help="data order of the R steps (not the teacher's)")
     parser.add_argument(
@@ -94,6 +131,11 @@ def quality_options(argv: list[str], extra=()):
         "scratch_b,scratch10_b",
     )
     parser.add_argument("--search-steps", type=int, default=20)
+    parser.add_argument(
+        "--extra-shapes",
+        default="{}",
+        help='more named student shapes, JSON: {"width_b_kv8": {"num_key_value_heads": 8, ...}}',
+    )
     for flag, kwargs in extra:
         parser.add_argument(flag, **kwargs)
     return parser.parse_args(argv)
@@ -124,9 +166,9 @@ def calibration_batches(windows, count: int) -> list[dict]:
     ]
 
 
-def shapes_for(width: int, layers: int) -> dict:
+def shapes_for(width: int, layers: int, extra: str = "{}") -> dict:
     # level a: about half the parameters; level b: the shape Torch-Pruning's ratio 0.5 gives (about a quarter)
-    return {
+    return json.loads(extra) | {
         "width_a": {
             "num_key_value_heads": width // 64,
             "intermediate_size": 3 * width // 2,
@@ -150,6 +192,11 @@ def gradual_student(teacher, shape: dict, options):
     return copy.deepcopy(teacher).requires_grad_(True), [StructuredPruningCallback(config), kd(teacher, options)]
 
 
+def shape_params(model, shape: dict) -> int:
+    family = family_of(model)
+    return family.parameters_of(resolve_shape(family, shape)[0])
+
+
 def shape_of(model) -> dict:
     c = model.config
     return {
@@ -170,15 +217,11 @@ def run_quality(argv: list[str]):
     teacher_params = params(teacher)
     calibration = calibration_batches(train_set, options.calibration_windows)
     # recovery settings other than the issue's protocol get their own results file and section
-    recipe_tag = (
-        ("" if options.lr == DEFAULT_RECOVERY_LR else f"-lr{options.lr:g}")
-        + ("" if options.kd_alpha == 0.5 else f"-alpha{options.kd_alpha:g}")
-        + ("" if options.recovery_seed == 0 else f"-seed{options.recovery_seed}")
-    )
-    results_path = os.path.join(WORK, f"{tag}-R{options.recovery_steps}{recipe_tag}.json")
+    recipe = recipe_tag(options)
+    results_path = os.path.join(WORK, f"{tag}-R{options.recovery_steps}{recipe}.json")
     results = json.load(open(results_path)) if os.path.exists(results_path) else {}
     teacher_ppl = perplexity(teacher, held_out)
-    shapes = shapes_for(options.width, options.layers)
+    shapes = shapes_for(options.width, options.layers, options.extra_shapes)
 
     def save():
         with open(results_path, "w") as handle:
@@ -208,7 +251,7 @@ def run_quality(argv: list[str]):
             "seconds": time.perf_counter() - began,
             "train_seconds": seconds,
         }
-        small.save_pretrained(os.path.join(WORK, f"{tag}{recipe_tag}-{key}"))
+        small.save_pretrained(os.path.join(WORK, f"{tag}{recipe}-{key}"))
         save()
 
     for key in options.runs.split(","):
@@ -275,7 +318,7 @@ def run_quality(argv: list[str]):
             level = key.rsplit("_", 1)[1]
             # Torch-Pruning's shape of that level when it ran, else hf-compress's width-only shape
             source = f"tp_{level}" if f"tp_{level}" in results else f"width_{level}"
-            source_dir = f"{tag}-{source}" if source.startswith("tp") else f"{tag}{recipe_tag}-{source}"
+            source_dir = f"{tag}-{source}" if source.startswith("tp") else f"{tag}{recipe}-{source}"
             config = LlamaConfig.from_pretrained(os.path.join(WORK, source_dir))
             torch.manual_seed(0)
             model = LlamaForCausalLM(config)
@@ -291,10 +334,10 @@ def run_quality(argv: list[str]):
         print(json.dumps(results.get(key)), flush=True)
 
     return (
-        ("quality" if options.width == 128 else f"quality-w{options.width}") + recipe_tag,
+        ("quality" if options.width == 128 else f"quality-w{options.width}") + recipe,
         f"Quality: structured students vs Torch-Pruning and from-scratch (pipelines protocol, teacher width "
-        f"{options.width}{'' if not recipe_tag else f', recovery lr {options.lr:g}, KD alpha {options.kd_alpha:g}, seed {options.recovery_seed}'})",
-        table(results, options, teacher_ppl, teacher_params, best_dense_ppl(tag, options)),
+        f"{options.width}{'' if not recipe else ', ' + recipe_words(options)})",
+        table(results, options, teacher_ppl, teacher_params, best_dense_ppl(tag, options), shapes),
     )
 
 
@@ -313,19 +356,34 @@ def torch_pruning_student(teacher_path: str, tag: str, key: str):
 
 
 def run_name(key: str, lr: float, options) -> str:
-    """Cache key of one dev-split run: the student, the lr, and the KD weight where it is not the default."""
-    kd_tag = "" if key == "dense" or options.kd_alpha == 0.5 else f" alpha{options.kd_alpha:g}"
-    return f"{key}@{lr:g}{kd_tag}"
+    """Cache key of one dev-split run: the student, the lr, and the KD settings where they are not the default."""
+    return f"{key}@{lr:g}{'' if key == 'dense' else kd_tag(options).replace('-', ' ')}"
+
+
+def kd_recipes(options) -> list[tuple[float, float, float]]:
+    """``(alpha, temperature, hidden_weight)`` of every KD recipe of the sweep."""
+    return [
+        (float(alpha), float(temperature), float(hidden))
+        for alpha in options.kd_alphas.split(",")
+        for temperature in options.kd_temperatures.split(",")
+        for hidden in options.hidden_weights.split(",")
+    ]
 
 
 def run_recovery_lr(argv: list[str]):
-    """Choose the recovery learning rate on a dev split of the training windows; the held-out windows stay unread.
+    """Choose the recovery learning rate and KD recipe on a dev split of the training windows; the held-out windows
+    stay unread.
 
     The dev split is every ``--dev-every``-th training window; recovery trains on the rest. The teacher is the one
-    ``run_quality`` uses (it saw the dev windows in its own training, the same for every candidate).
+    ``run_quality`` uses (it saw the dev windows in its own training, the same for every candidate). Every
+    combination of ``--lrs``, ``--kd-alphas``, ``--kd-temperatures`` and ``--hidden-weights`` runs for every
+    student of ``--sweep-runs``; the dense reference runs once per lr.
     """
     extra = [
         ("--lrs", {"default": "5e-4,1e-3,2e-3"}),
+        ("--kd-alphas", {"default": "0.5"}),
+        ("--kd-temperatures", {"default": "2"}),
+        ("--hidden-weights", {"default": "0"}),
         ("--dev-every", {"type": int, "default": 19}),
         ("--sweep-runs", {"default": SWEEP_RUNS}),
     ]
@@ -337,82 +395,109 @@ def run_recovery_lr(argv: list[str]):
     is_dev = torch.arange(len(train_set)) % options.dev_every == 0
     fit, dev = ByteWindows(train_set.windows[~is_dev]), ByteWindows(train_set.windows[is_dev])
     calibration = calibration_batches(fit, options.calibration_windows)
-    shapes = shapes_for(options.width, options.layers)
+    shapes = shapes_for(options.width, options.layers, options.extra_shapes)
     lrs = [float(lr) for lr in options.lrs.split(",")]
     keys = options.sweep_runs.split(",")
-    # one results file per set of runs, so two sweeps can run side by side; every file of this teacher is read
+    recipes = kd_recipes(options)
+    # one results file per invocation's runs and recipes, so sweeps can run side by side; every file is read
     prefix = os.path.join(WORK, f"{tag}-R{options.recovery_steps}-lr-selection")
     results = {}
     for path in sorted(glob.glob(prefix + "*.json")):
         results.update(json.load(open(path)))
-    results_path = prefix + ("" if options.sweep_runs == SWEEP_RUNS else "-" + "-".join(keys)) + ".json"
-    for lr in lrs:
-        for key in keys:
-            name = run_name(key, lr, options)
-            if name in results:
-                continue
-            print(f"== {name}", flush=True)
-            if key == "dense":
-                model, callbacks = copy.deepcopy(teacher).requires_grad_(True), []  # KD runs freeze the teacher
-            elif key in shapes:
-                config = StructuredPruningConfig(shape=shapes[key], criterion="activation")
-                model, callbacks = shrink_to(teacher, config, calibration), [kd(teacher, options)]
-                model.requires_grad_(True)
-            elif key.startswith("gradual_"):
-                model, callbacks = gradual_student(teacher, shapes["width_" + key.rsplit("_", 1)[1]], options)
-            elif key in TP_RATIOS:
-                model, callbacks = torch_pruning_student(teacher_path, tag, key), [kd(teacher, options)]
-                if model is None:
+    suffix = "".join(f"-{k}" for k in keys) + "".join(
+        f"-a{a:g}T{t:g}h{h:g}" for a, t, h in recipes if (a, t, h) != (0.5, 2.0, 0.0)
+    )
+    results_path = prefix + ("" if suffix == "-dense-width_b-tp_b" else suffix) + ".json"
+    rows = []  # (recipe, lr) in the order run
+    for alpha, temperature, hidden in recipes:
+        options.kd_alpha, options.kd_temperature, options.hidden_weight = alpha, temperature, hidden
+        for lr in lrs:
+            rows.append(((alpha, temperature, hidden), lr))
+            for key in keys:
+                name = run_name(key, lr, options)
+                if name in results:
                     continue
-            else:
-                raise SystemExit(
-                    f"--sweep-runs: unknown {key!r}; use dense, {', '.join(shapes)}, gradual_a, gradual_b, {', '.join(TP_RATIOS)}"
-                )
-            seconds = train(model, fit, options, options.recovery_steps, callbacks, lr=lr, output=f"sweep-{key}")
-            results[name] = {"dev_ppl": perplexity(model, dev), "train_seconds": seconds}
-            with open(results_path, "w") as handle:
-                json.dump(results, handle, indent=2)
-            print(json.dumps(results[name]), flush=True)
+                print(f"== {name}", flush=True)
+                if key == "dense":
+                    model, callbacks = copy.deepcopy(teacher).requires_grad_(True), []  # KD runs freeze the teacher
+                elif key in shapes:
+                    config = StructuredPruningConfig(shape=shapes[key], criterion="activation")
+                    model, callbacks = shrink_to(teacher, config, calibration), [kd(teacher, options)]
+                    model.requires_grad_(True)
+                elif key.startswith("gradual_"):
+                    model, callbacks = gradual_student(teacher, shapes["width_" + key.rsplit("_", 1)[1]], options)
+                elif key in ("budget_a", "budget_b"):  # the budget search at the width-only shape's parameters
+                    config = StructuredPruningConfig(
+                        target_params=shape_params(teacher, shapes["width_" + key[-1]]),
+                        criterion="activation",
+                        depth_criterion="block_influence",
+                        search_steps=options.search_steps,
+                        search_candidates=3,
+                    )
+                    model, callbacks = shrink_to(teacher, config, calibration), [kd(teacher, options)]
+                    model.requires_grad_(True)
+                elif key in TP_RATIOS:
+                    model, callbacks = torch_pruning_student(teacher_path, tag, key), [kd(teacher, options)]
+                    if model is None:
+                        continue
+                else:
+                    raise SystemExit(
+                        f"--sweep-runs: unknown {key!r}; use dense, {', '.join(shapes)}, gradual_a, gradual_b, "
+                        f"{', '.join(TP_RATIOS)}"
+                    )
+                seconds = train(model, fit, options, options.recovery_steps, callbacks, lr=lr, output=f"sweep-{key}")
+                results[name] = {"dev_ppl": perplexity(model, dev), "train_seconds": seconds}
+                with open(results_path, "w") as handle:
+                    json.dump(results, handle, indent=2)
+                print(json.dumps(results[name]), flush=True)
+
+    def dev_ppl(key, recipe, lr):
+        options.kd_alpha, options.kd_temperature, options.hidden_weight = recipe
+        found = results.get(run_name(key, lr, options))
+        return None if found is None else found["dev_ppl"]
+
+    dense = min((p for p in (dev_ppl("dense", r, lr) for r, lr in rows) if p is not None), default=None)
     lines = [
         f"Teacher as in the quality table (width {options.width}, {options.teacher_steps} steps). Dev split: every "
         f"{options.dev_every}th training window ({len(dev)} windows); recovery: R = {options.recovery_steps} steps "
-        f"of batch {options.batch_size} on the other {len(fit)} training windows, cosine, KD alpha {options.kd_alpha} "
-        f"T {options.kd_temperature}. The held-out windows are not read. The teacher saw the dev windows in its own "
-        "training, so the dense model's dev perplexity is low and rises with the learning rate as it drifts from "
-        "them; ratios are therefore taken against the best dense run of the table, not the one at the same lr. "
-        "Dev perplexity (x the best dense reference):",
+        f"of batch {options.batch_size} on the other {len(fit)} training windows, cosine. KD: `alpha` weighs the "
+        "distillation term against the task loss, `T` is the temperature, `hidden` the weight of a hidden-state MSE "
+        "on every block output through learned projections (0: logits only). The held-out windows are not read. "
+        "The teacher saw the dev windows in its own training, so the dense model's dev perplexity is low and rises "
+        "with the learning rate as it drifts from them; ratios are therefore taken against the best dense run of "
+        "the table, not the one at the same lr. Dev perplexity (x the best dense reference):",
         "",
-        "| recovery lr | " + " | ".join(LABELS.get(k, "dense teacher continued R steps") for k in keys) + " |",
-        "|---|" + "---:|" * len(keys),
+        "| KD alpha / T / hidden | recovery lr | " + " | ".join(label(k, shapes) for k in keys) + " |",
+        "|---|---|" + "---:|" * len(keys),
     ]
-    dev_ppl = {
-        (key, lr): results[run_name(key, lr, options)]["dev_ppl"]
-        for key in keys
-        for lr in lrs
-        if run_name(key, lr, options) in results
-    }
-    dense = min((ppl for (key, _), ppl in dev_ppl.items() if key == "dense"), default=None)
-    for lr in lrs:
+    for recipe, lr in rows:
         cells = []
         for key in keys:
-            ppl = dev_ppl.get((key, lr))
+            ppl = dev_ppl(key, recipe, lr)
             if ppl is None:
                 cells.append("-")
             elif key == "dense" or dense is None:
                 cells.append(f"{ppl:.4f}")
             else:
                 cells.append(f"{ppl:.4f} ({ppl / dense:.3f})")
-        lines.append(f"| {lr:g} | " + " | ".join(cells) + " |")
+        lines.append(f"| {recipe[0]:g} / {recipe[1]:g} / {recipe[2]:g} | {lr:g} | " + " | ".join(cells) + " |")
     bests = []
     for key in (k for k in keys if k != "dense"):
-        runs = {lr: ppl for (k, lr), ppl in dev_ppl.items() if k == key}
+        runs = {(r, lr): p for r, lr in rows if (p := dev_ppl(key, r, lr)) is not None}
         if runs:
-            best = min(runs, key=runs.get)
-            bests.append(f"- `{key}`: lowest dev perplexity at lr {best:g} ({runs[best]:.4f})")
+            (recipe, lr) = min(runs, key=runs.get)
+            bests.append(
+                f"- `{key}`: lowest dev perplexity {runs[recipe, lr]:.4f} at lr {lr:g}, KD alpha {recipe[0]:g} "
+                f"T {recipe[1]:g} hidden {recipe[2]:g}"
+            )
     lines += ["", *bests] if bests else []
-    alpha_tag = "" if options.kd_alpha == 0.5 else f"-alpha{options.kd_alpha:g}"
-    title = f"Recovery learning rate chosen on a dev split (structured students, KD alpha {options.kd_alpha:g})"
-    return f"recovery-lr-w{options.width}{alpha_tag}", title, "\n".join(lines)
+    name = f"recovery-lr-w{options.width}"
+    title = "Recovery learning rate chosen on a dev split (structured students, KD alpha 0.5)"
+    if not set(keys) <= {"dense", "width_b", "tp_b", "gradual_b"}:
+        name, title = name + "-shapes", "Student shapes and the budget search at one parameter count, on a dev split"
+    elif recipes != [(0.5, 2.0, 0.0)]:
+        name, title = name + "-kd", "Recovery learning rate and KD recipe chosen on a dev split (structured students)"
+    return name, title, "\n".join(lines)
 
 
 LABELS = {
@@ -433,6 +518,18 @@ LABELS = {
 }
 
 
+def label(key: str, shapes: dict) -> str:
+    if key == "dense":
+        return "dense teacher continued R steps"
+    if key in LABELS:
+        return LABELS[key]
+    shape = shapes[key]
+    return (
+        f"hf-compress width-only (activation) + KD, explicit shape (`--extra-shapes`) H{shape.get('hidden_size')}, "
+        f"{shape.get('num_key_value_heads')} KV groups, MLP {shape.get('intermediate_size')}"
+    )
+
+
 def best_dense_ppl(tag: str, options) -> tuple[float, float] | None:
     """``(ppl, lr)`` of the best dense reference (teacher continued R steps, seed 0) over every recovery lr run."""
     found = []
@@ -443,7 +540,7 @@ def best_dense_ppl(tag: str, options) -> tuple[float, float] | None:
     return min(found) if found else None
 
 
-def table(results, options, teacher_ppl, teacher_params, best_dense=None) -> str:
+def table(results, options, teacher_ppl, teacher_params, best_dense=None, shapes=None) -> str:
     dense = results.get("dense", {}).get("ppl")
     # a higher recovery lr can make the dense reference itself worse: ratios also against the best one of any lr
     best = best_dense[0] if best_dense and best_dense[0] < (dense or float("inf")) else None
@@ -460,7 +557,8 @@ def table(results, options, teacher_ppl, teacher_params, best_dense=None) -> str
         + (f" x best dense ref (lr {best_dense[1]:g}: {best:.4f}) |" if best else ""),
         "|---|---|---|---|---|---|---|" + ("---|" if best else ""),
     ]
-    for key in LABELS:
+    extra = [key for key in results if key not in LABELS and key != "dense" and key in (shapes or {})]
+    for key in [*LABELS, *extra]:
         row = results.get(key)
         if row is None:
             continue
@@ -474,7 +572,7 @@ def table(results, options, teacher_ppl, teacher_params, best_dense=None) -> str
         ratio = row["ppl"] / dense if dense else float("nan")
         one_shot = row.get("one_shot_ppl")
         lines.append(
-            f"| {level} | {LABELS[key]} | {row['params']:,} ({row['fraction']:.3f}) | {shape or '-'} | "
+            f"| {level} | {label(key, shapes or {})} | {row['params']:,} ({row['fraction']:.3f}) | {shape or '-'} | "
             f"{'-' if one_shot is None else f'{one_shot:.3f}'} | {row['ppl']:.4f} | {ratio:.4f} |"
             + (f" {row['ppl'] / best:.4f} |" if best else "")
         )

@@ -23,6 +23,7 @@ import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import nn
@@ -66,7 +67,7 @@ def score_structures(
     return merge_scores(width_scores, depth_scores).all_reduce_()
 
 
-def _uniform_shape(family: Family, ratio: float, layers: int, round_to: int) -> Shape:
+def _uniform_shape(family: Family, ratio: float, *, layers: int, round_to: int) -> Shape:
     before = family.shape()
     target = {"num_hidden_layers": layers, "intermediate_size": max(1, round(ratio * before.intermediate))}
     if family.explicit_head_dim:
@@ -80,14 +81,44 @@ def _uniform_shape(family: Family, ratio: float, layers: int, round_to: int) -> 
     return resolve_shape(family, target, round_to=round_to)[0]
 
 
-def budget_candidates(family: Family, target_params: int, count: int, round_to: int) -> list[Shape]:
-    """Candidate uniform shapes within ``target_params``: depth from all layers down to half, width fitted to fit.
+def _heads_kept_shape(family: Family, hidden: int, mlp_ratio: float, *, layers: int, round_to: int) -> Shape:
+    before = family.shape()
+    target = {
+        "num_hidden_layers": layers,
+        "hidden_size": hidden,
+        "intermediate_size": max(1, round(mlp_ratio * before.intermediate)),
+    }
+    return resolve_shape(family, target, round_to=round_to)[0]
+
+
+def _largest_within(family: Family, budget: int, shape_at) -> Shape | None:
+    """``shape_at(ratio)`` at the largest ratio in [0, 1] (bisection) that fits ``budget`` parameters, or None."""
+    if family.parameters_of(shape_at(0.0)) > budget:
+        return None
+    low, high = 0.0, 1.0
+    for _ in range(20):
+        middle = (low + high) / 2
+        if family.parameters_of(shape_at(middle)) <= budget:
+            low = middle
+        else:
+            high = middle
+    return shape_at(low)
+
+
+def budget_candidates(
+    family: Family, target_params: int, count: int, round_to: int, keep_heads: bool = True
+) -> list[Shape]:
+    """Candidate uniform shapes within ``target_params``, for ``count`` depths from all layers down to half.
+
+    At each depth: the shape that cuts heads, MLP and hidden size by one ratio fitted to the budget, and, where heads
+    have their own size (explicit ``head_dim``) and ``keep_heads``, the shape that keeps every attention head at that hidden size and
+    takes the rest from the MLP (Minitron's width-pruned Llama-3.1-4B kept all heads, too).
 
     Raises:
         ValueError: the target is below the smallest or above the largest shape; the message names both bounds.
     """
     before = family.shape()
-    smallest = family.parameters_of(_uniform_shape(family, 0.0, 1, 1))
+    smallest = family.parameters_of(_uniform_shape(family, 0.0, layers=1, round_to=1))
     total = family.parameters_of(before)
     if not smallest <= target_params < total:
         raise ValueError(
@@ -96,21 +127,23 @@ def budget_candidates(family: Family, target_params: int, count: int, round_to: 
             f"targets: {smallest if target_params < smallest else total - 1} (or as a fraction "
             f"{max(smallest / total, 1e-6):.4f}..{(total - 1) / total:.4f})"
         )
+
     depths = sorted({max(1, round(before.num_layers * (1 - 0.5 * k / max(1, count - 1)))) for k in range(count)})
     shapes = []
     for layers in sorted(depths, reverse=True):
-        if family.parameters_of(_uniform_shape(family, 0.0, layers, round_to)) > target_params:
+        uniform = _largest_within(
+            family, target_params, partial(_uniform_shape, family, layers=layers, round_to=round_to)
+        )
+        if uniform is None:
             continue
-        low, high = 0.0, 1.0
-        for _ in range(20):
-            middle = (low + high) / 2
-            if family.parameters_of(_uniform_shape(family, middle, layers, round_to)) <= target_params:
-                low = middle
-            else:
-                high = middle
-        shape = _uniform_shape(family, low, layers, round_to)
-        if shape not in shapes:
-            shapes.append(shape)
+        found = [uniform]
+        cuts_heads = (uniform.num_heads, uniform.num_kv_heads) != (before.num_heads, before.num_kv_heads)
+        if keep_heads and family.explicit_head_dim and cuts_heads:
+            heads_kept = partial(_heads_kept_shape, family, uniform.hidden, layers=layers, round_to=round_to)
+            kept = _largest_within(family, target_params, heads_kept)
+            if kept is not None:
+                found.append(kept)
+        shapes += [shape for shape in found if shape not in shapes]
     return shapes
 
 
@@ -165,7 +198,10 @@ def search_shape(
     target = int(target * total) if isinstance(target, float) else int(target)
     result = SearchResult(target_params=target)
     best = None
-    for shape in budget_candidates(family, target, config.search_candidates, config.round_to):
+    candidates = budget_candidates(
+        family, target, config.search_candidates, config.round_to, keep_heads=config.search_keep_heads
+    )
+    for shape in candidates:
         candidate = copy.deepcopy(unwrap_model(model)).requires_grad_(True)  # our own copy: a frozen teacher too
         candidate_family = family_of(candidate)
         zero_structures_or_skip_(candidate_family, select_structures(candidate_family, scores, shape))

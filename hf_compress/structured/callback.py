@@ -1,12 +1,12 @@
 """`StructuredPruningCallback`: structured pruning in an unmodified Trainer, ending in a physically smaller model.
 
 ```python
-from hf_compress import DistillationCallback, StructuredPruningCallback, StructuredPruningConfig
+from hf_compress import DistillationCallback, DistillationConfig, StructuredPruningCallback, StructuredPruningConfig
 
 config = StructuredPruningConfig(shape={"num_key_value_heads": 2, "intermediate_size": 512}, mode="one_shot")
 trainer = Trainer(model=model, args=args, train_dataset=train_dataset)
 trainer.add_callback(StructuredPruningCallback(config))
-trainer.add_callback(DistillationCallback(teacher, DistillationConfig(alpha=0.9)))  # recovery
+trainer.add_callback(DistillationCallback(teacher, DistillationConfig(alpha=1.0, temperature=1.0)))  # recovery
 trainer.train()
 trainer.save_model()  # the smaller checkpoint; AutoModelForCausalLM loads it
 ```

@@ -60,7 +60,13 @@ class StructuredPruningConfig(CompressionConfig):
         start_step, end_step (`int` or `float`, *optional*): gradual mode: where the schedule runs (steps, or
             fractions of the run). Defaults 0 and 0.6.
         update_every (`int`, *optional*, defaults to 10): gradual mode: steps between mask updates.
-        search_candidates (`int`, *optional*, defaults to 3): budget search: candidate shapes scored.
+        search_candidates (`int`, *optional*, defaults to 3): budget search: depths tried, from all layers down to
+            half. At each, a shape cutting heads, MLP and hidden size by one ratio, and (see ``search_keep_heads``)
+            one keeping every attention head at that hidden size with a smaller MLP.
+        search_keep_heads (`bool`, *optional*, defaults to `True`): budget search: also try the shapes that keep
+            every attention head (explicit ``head_dim`` families: Llama, Qwen2, Mistral). They recover better at the
+            same parameter count, but attention is then the model's: on CPU they ran 0.74-0.94x the speed of the
+            uniform cut (BENCHMARKS.md, issue 13). ``False`` when latency matters more than quality.
         search_steps (`int`, *optional*, defaults to 20): budget search: distillation steps per candidate.
         shrink_at_end (`bool`, *optional*, defaults to `True`): physically remove the structures at train end, so
             ``trainer.save_model()`` writes the smaller model.
@@ -80,6 +86,7 @@ class StructuredPruningConfig(CompressionConfig):
     update_every: int = 10
     search_candidates: int = 3
     search_steps: int = 20
+    search_keep_heads: bool = True
     shrink_at_end: bool = True
 
     def __post_init__(self) -> None:
@@ -119,8 +126,9 @@ class StructuredPruningConfig(CompressionConfig):
         check_number("update_every", self.update_every, low=1, integer=True)
         check_number("search_candidates", self.search_candidates, low=1, integer=True)
         check_number("search_steps", self.search_steps, low=0, integer=True)
-        if not isinstance(self.shrink_at_end, bool):
-            raise ValueError(f"shrink_at_end must be True or False; got {self.shrink_at_end!r}")
+        for name in ("search_keep_heads", "shrink_at_end"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}")
         if self.mode == "gradual" and self.target_params is not None:
             raise ValueError("target_params (budget search) runs with mode='one_shot'; give shape= for mode='gradual'")
 

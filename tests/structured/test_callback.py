@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -161,9 +162,43 @@ def test_budget_search_logs_and_saves_its_choice(tmp_path):
     config = StructuredPruningConfig(target_params=0.6, search_candidates=2, search_steps=2, calibration_batches=2)
     trainer = run(model, "llama", tmp_path / "run", [StructuredPruningCallback(config)], max_steps=4)
     search = trainer.model.config.hf_compress_structured["search"]
-    assert len(search["candidates"]) == 2 and search["chosen"] in search["candidates"]
+    assert search["chosen"] in search["candidates"]
+    assert all(candidate["params"] <= 0.6 * before for candidate in search["candidates"])
+    assert {candidate["shape"]["num_layers"] for candidate in search["candidates"]} == {4, 2}
+    # at each depth a uniform cut and one that keeps every head (Llama has an explicit head_dim)
+    heads = [(c["shape"]["num_layers"], c["shape"]["num_heads"]) for c in search["candidates"]]
+    assert (4, model.config.num_attention_heads) in heads and any(
+        h < model.config.num_attention_heads for _, h in heads
+    )
     assert params(trainer.model) <= 0.6 * before
     assert any("structured/num_layers" in entry for entry in trainer.state.log_history)
+
+
+def test_budget_search_keeps_heads_only_where_they_have_their_own_size():
+    from hf_compress import shrink_to
+
+    model = tiny_gpt2(0)
+    batches = [{k: v[None] for k, v in dataset_for("gpt2")[0].items()}]
+    config = StructuredPruningConfig(target_params=0.6, search_candidates=1, search_steps=1, calibration_batches=1)
+    small, details = shrink_to(model, config, batches, return_details=True)
+    # GPT-2 derives head_dim from the hidden size: one uniform candidate per depth, no heads-kept variant
+    assert len(details["search"]["candidates"]) == 1
+    assert params(small) <= 0.6 * params(model)
+    # Llama without the heads-kept shapes (the latency-first choice): uniform cuts only
+    llama = tiny_llama(0, head_dim=8, num_hidden_layers=4)
+    batches = [{k: v[None] for k, v in dataset_for("llama")[0].items()}]
+    config = StructuredPruningConfig(
+        target_params=0.6, search_candidates=2, search_steps=1, calibration_batches=1, search_keep_heads=False
+    )
+    _, details = shrink_to(llama, config, batches, return_details=True)
+    _, with_heads_kept = shrink_to(
+        llama, dataclasses.replace(config, search_keep_heads=True), batches, return_details=True
+    )
+    depths = [candidate["shape"]["num_layers"] for candidate in details["search"]["candidates"]]
+    assert depths == [4, 2]  # one uniform cut per depth
+    assert len(with_heads_kept["search"]["candidates"]) > len(depths)
+    with pytest.raises(ValueError, match="search_keep_heads must be True or False"):
+        StructuredPruningConfig(target_params=0.5, search_keep_heads="yes")
 
 
 def test_recipe_section_and_registry():
