@@ -130,11 +130,15 @@ def shrunk_copy(teacher, shape: dict):
 
 
 def flops(model, batch: int) -> int:
+    """FLOPs of one forward, counted through eager attention: ``FlopCounterMode`` does not count CPU SDPA's two
+    attention products (on the quality teacher, 0.889 against 0.956 GFLOP at 1 x 128)."""
     from torch.utils.flop_counter import FlopCounterMode
+
+    from hf_compress.quantization.export_onnx_trace import eager_attention
 
     ids = torch.zeros(batch, SEQ_LEN, dtype=torch.long)
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
+    with eager_attention(model), counter, torch.no_grad():
         model(input_ids=ids)
     return counter.get_total_flops()
 

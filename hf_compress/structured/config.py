@@ -65,7 +65,7 @@ class StructuredPruningConfig(CompressionConfig):
             one keeping every attention head at that hidden size with a smaller MLP.
         search_keep_heads (`bool`, *optional*, defaults to `True`): budget search: also try the shapes that keep
             every attention head (explicit ``head_dim`` families: Llama, Qwen2, Mistral). They recover better at the
-            same parameter count, but attention is then the model's: on CPU they ran 0.74-0.94x the speed of the
+            same parameter count, but attention is then the model's: on CPU they ran 0.74-1.00x the speed of the
             uniform cut (BENCHMARKS.md, issue 13). ``False`` when latency matters more than quality.
         search_steps (`int`, *optional*, defaults to 20): budget search: distillation steps per candidate.
         shrink_at_end (`bool`, *optional*, defaults to `True`): physically remove the structures at train end, so
