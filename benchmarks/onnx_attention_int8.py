@@ -18,7 +18,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from onnx_attention_trace import run, timing_table  # noqa: E402
+from onnx_attention_trace import dynamic_int8, run, timing_table  # noqa: E402
 
 from hf_compress.quantization.export_onnx_runtime import inference_session  # noqa: E402
 from hf_compress.quantization.export_onnx_trace import onnx_inputs, trace_to_onnx  # noqa: E402
@@ -28,8 +28,6 @@ VARIANTS = {"weights only (hf-compress)": {}, "attention too": {"MatMulConstBOnl
 
 
 def measure(name: str, model, work: str, rounds: dict[int, int]) -> list[str]:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     model.eval()
     inputs = onnx_inputs(model, {"input_ids": torch.randint(0, model.config.vocab_size, (2, 16))})
     float_file = os.path.join(work, "float.onnx")
@@ -37,14 +35,7 @@ def measure(name: str, model, work: str, rounds: dict[int, int]) -> list[str]:
     graphs, counts = {}, []
     for index, (variant, extra) in enumerate(VARIANTS.items()):
         int8_file = os.path.join(work, f"int8-{index}.onnx")
-        quantize_dynamic(
-            float_file,
-            int8_file,
-            per_channel=True,
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=["MatMul", "Gemm"],
-            extra_options=extra,
-        )
+        dynamic_int8(float_file, int8_file, extra)
         nodes = [node.op_type for node in onnx.load(int8_file).graph.node]
         counts.append(f"{variant}: {nodes.count('MatMulInteger')} MatMulInteger, {nodes.count('MatMul')} float MatMul")
         graphs[f"ORT int8 dynamic, {variant}"] = int8_file

@@ -71,11 +71,16 @@ def trace_sdpa(model, inputs: dict, file: str) -> None:
     trace_to_onnx(model, inputs, file, "torchscript", 17, trace_eager_attention=False)
 
 
-def dynamic_int8(float_file: str, int8_file: str) -> None:
+def dynamic_int8(float_file: str, int8_file: str, extra_options: dict | None = None) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(
-        float_file, int8_file, per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
+        float_file,
+        int8_file,
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul", "Gemm"],
+        extra_options=extra_options,
     )
 
 

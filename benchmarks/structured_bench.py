@@ -108,6 +108,11 @@ SPEED_SIZES = {
     "base": (base_config, BASE_SPEED_SHAPES),
     "quality": (quality_teacher_config, QUALITY_SPEED_SHAPES),
 }
+SPEED_TITLES = {
+    "protocol": "Speed of the saved shrunk model vs the dense teacher (CPU)",
+    "base": "Speed at ~125M parameters: the same cuts on a 12-layer, 768-wide Llama (CPU)",
+    "quality": "Speed of the quality table's student shapes: Torch-Pruning's against the budget search's (CPU)",
+}
 
 
 def params(model) -> int:
@@ -387,16 +392,8 @@ def main() -> None:
         began = time.perf_counter()
         if what == "speed":
             body = run_speed(options)
-            if options.size == "protocol":
-                write_section("speed", "Speed of the saved shrunk model vs the dense teacher (CPU)", body, command)
-            elif options.size == "base":
-                title = "Speed at ~125M parameters: the same cuts on a 12-layer, 768-wide Llama (CPU)"
-                write_section(f"speed-{options.size}", title, body, command)
-            else:
-                title = (
-                    "Speed of the quality table's student shapes: Torch-Pruning's against the budget search's (CPU)"
-                )
-                write_section(f"speed-{options.size}", title, body, command)
+            name = "speed" if options.size == "protocol" else f"speed-{options.size}"
+            write_section(name, SPEED_TITLES[options.size], body, command)
         elif what == "memory":
             body = run_memory(options)
             write_section("memory", "Memory of the saved shrunk model vs the dense teacher (CPU)", body, command)

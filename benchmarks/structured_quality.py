@@ -73,23 +73,35 @@ def train(model, train_set, options, steps, callbacks=(), lr=None, output="run")
 def kd(teacher, options):
     """Logit KD, plus hidden-state MSE on every block output (learned projections across the narrower width) when
     ``--hidden-weight`` is above 0; only for students with the teacher's depth."""
-    layer_map = None
+    hidden = {}
     if options.hidden_weight > 0:
-        layer_map = {i: i for i in range(1, options.layers + 1)}
-    config = DistillationConfig(
-        alpha=options.kd_alpha,
-        temperature=options.kd_temperature,
-        layer_map=layer_map,
-        hidden_weight=options.hidden_weight if layer_map else 1.0,
-    )
+        hidden = {"layer_map": {i: i for i in range(1, options.layers + 1)}, "hidden_weight": options.hidden_weight}
+    config = DistillationConfig(alpha=options.kd_alpha, temperature=options.kd_temperature, **hidden)
     return DistillationCallback(teacher, config)
+
+
+def kd_recipe(options) -> tuple[float, float, float]:
+    """The ``(alpha, temperature, hidden_weight)`` that ``kd`` uses."""
+    return options.kd_alpha, options.kd_temperature, options.hidden_weight
+
+
+def one_shot_config(options, shape=None, target=None, criterion="activation") -> StructuredPruningConfig:
+    """The one-shot students' settings: a fixed ``shape``, or the budget search for ``target`` parameters."""
+    return StructuredPruningConfig(
+        shape=shape,
+        target_params=target,
+        criterion=criterion,
+        depth_criterion="block_influence",
+        search_steps=options.search_steps,
+        search_candidates=3,
+    )
 
 
 def recipe_tag(options) -> str:
     """Suffix naming the recovery settings that differ from the issue's protocol ('' for the protocol itself)."""
     return (
         ("" if options.lr == DEFAULT_RECOVERY_LR else f"-lr{options.lr:g}")
-        + kd_tag(options)
+        + kd_tag(kd_recipe(options))
         + ("" if options.recovery_seed == 0 else f"-seed{options.recovery_seed}")
     )
 
@@ -101,12 +113,14 @@ def recipe_words(options) -> str:
     return words + f", seed {options.recovery_seed}"
 
 
-def kd_tag(options) -> str:
-    """Suffix naming the KD settings that differ from the default recipe (alpha 0.5, T 2, no hidden loss)."""
+def kd_tag(recipe: tuple[float, float, float]) -> str:
+    """Suffix naming the KD settings of ``(alpha, temperature, hidden_weight)`` that differ from the default recipe
+    (alpha 0.5, T 2, no hidden loss)."""
+    alpha, temperature, hidden = recipe
     return (
-        ("" if options.kd_alpha == 0.5 else f"-alpha{options.kd_alpha:g}")
-        + ("" if options.kd_temperature == 2.0 else f"-T{options.kd_temperature:g}")
-        + ("" if options.hidden_weight == 0 else f"-hidden{options.hidden_weight:g}")
+        ("" if alpha == 0.5 else f"-alpha{alpha:g}")
+        + ("" if temperature == 2.0 else f"-T{temperature:g}")
+        + ("" if hidden == 0 else f"-hidden{hidden:g}")
     )
 
 
@@ -228,14 +242,7 @@ def run_quality(argv: list[str]):
             json.dump(results, handle, indent=2)
 
     def student_run(key, shape=None, target=None, criterion="activation"):
-        config = StructuredPruningConfig(
-            shape=shape,
-            target_params=target,
-            criterion=criterion,
-            depth_criterion="block_influence",
-            search_steps=options.search_steps,
-            search_candidates=3,
-        )
+        config = one_shot_config(options, shape, target, criterion)
         began = time.perf_counter()
         small, details = shrink_to(teacher, config, calibration, return_details=True)
         small.requires_grad_(True)  # the teacher is frozen by the KD callbacks of earlier runs; the copy is not
@@ -355,9 +362,9 @@ def torch_pruning_student(teacher_path: str, tag: str, key: str):
     return LlamaForCausalLM.from_pretrained(out)
 
 
-def run_name(key: str, lr: float, options) -> str:
+def run_name(key: str, lr: float, recipe: tuple[float, float, float]) -> str:
     """Cache key of one dev-split run: the student, the lr, and the KD settings where they are not the default."""
-    return f"{key}@{lr:g}{'' if key == 'dense' else kd_tag(options).replace('-', ' ')}"
+    return f"{key}@{lr:g}{'' if key == 'dense' else kd_tag(recipe).replace('-', ' ')}"
 
 
 def kd_recipes(options) -> list[tuple[float, float, float]]:
@@ -409,31 +416,25 @@ def run_recovery_lr(argv: list[str]):
     )
     results_path = prefix + ("" if suffix == "-dense-width_b-tp_b" else suffix) + ".json"
     rows = []  # (recipe, lr) in the order run
-    for alpha, temperature, hidden in recipes:
-        options.kd_alpha, options.kd_temperature, options.hidden_weight = alpha, temperature, hidden
+    for recipe in recipes:
+        options.kd_alpha, options.kd_temperature, options.hidden_weight = recipe  # what kd() reads
         for lr in lrs:
-            rows.append(((alpha, temperature, hidden), lr))
+            rows.append((recipe, lr))
             for key in keys:
-                name = run_name(key, lr, options)
+                name = run_name(key, lr, recipe)
                 if name in results:
                     continue
                 print(f"== {name}", flush=True)
                 if key == "dense":
                     model, callbacks = copy.deepcopy(teacher).requires_grad_(True), []  # KD runs freeze the teacher
                 elif key in shapes:
-                    config = StructuredPruningConfig(shape=shapes[key], criterion="activation")
+                    config = one_shot_config(options, shape=shapes[key])
                     model, callbacks = shrink_to(teacher, config, calibration), [kd(teacher, options)]
                     model.requires_grad_(True)
                 elif key.startswith("gradual_"):
                     model, callbacks = gradual_student(teacher, shapes["width_" + key.rsplit("_", 1)[1]], options)
                 elif key in ("budget_a", "budget_b"):  # the budget search at the width-only shape's parameters
-                    config = StructuredPruningConfig(
-                        target_params=shape_params(teacher, shapes["width_" + key[-1]]),
-                        criterion="activation",
-                        depth_criterion="block_influence",
-                        search_steps=options.search_steps,
-                        search_candidates=3,
-                    )
+                    config = one_shot_config(options, target=shape_params(teacher, shapes["width_" + key[-1]]))
                     model, callbacks = shrink_to(teacher, config, calibration), [kd(teacher, options)]
                     model.requires_grad_(True)
                 elif key in TP_RATIOS:
@@ -452,8 +453,7 @@ def run_recovery_lr(argv: list[str]):
                 print(json.dumps(results[name]), flush=True)
 
     def dev_ppl(key, recipe, lr):
-        options.kd_alpha, options.kd_temperature, options.hidden_weight = recipe
-        found = results.get(run_name(key, lr, options))
+        found = results.get(run_name(key, lr, recipe))
         return None if found is None else found["dev_ppl"]
 
     dense = min((p for p in (dev_ppl("dense", r, lr) for r, lr in rows) if p is not None), default=None)

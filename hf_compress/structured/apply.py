@@ -110,9 +110,9 @@ def budget_candidates(
 ) -> list[Shape]:
     """Candidate uniform shapes within ``target_params``, for ``count`` depths from all layers down to half.
 
-    At each depth: the shape that cuts heads, MLP and hidden size by one ratio fitted to the budget, and, where heads
-    have their own size (explicit ``head_dim``) and ``keep_heads``, the shape that keeps every attention head at that hidden size and
-    takes the rest from the MLP (Minitron's width-pruned Llama-3.1-4B kept all heads, too).
+    At each depth: the shape that cuts heads, MLP and hidden size by one ratio fitted to the budget and, with
+    ``keep_heads`` where heads have their own size (explicit ``head_dim``), the shape that keeps every attention head
+    at that hidden size and takes the rest from the MLP (Minitron's width-pruned Llama-3.1-4B kept all heads, too).
 
     Raises:
         ValueError: the target is below the smallest or above the largest shape; the message names both bounds.
@@ -127,7 +127,6 @@ def budget_candidates(
             f"targets: {smallest if target_params < smallest else total - 1} (or as a fraction "
             f"{max(smallest / total, 1e-6):.4f}..{(total - 1) / total:.4f})"
         )
-
     depths = sorted({max(1, round(before.num_layers * (1 - 0.5 * k / max(1, count - 1)))) for k in range(count)})
     shapes = []
     for layers in sorted(depths, reverse=True):
