@@ -94,6 +94,16 @@ def one_shot_config(options, shape=None, target=None, criterion="activation") ->
         depth_criterion="block_influence",
         search_steps=options.search_steps,
         search_candidates=3,
+        hidden_rotation=options.hidden_rotation,
+        refit_writers=bool(options.refit_writers),
+    )
+
+
+def one_shot_tag(options) -> str:
+    """Suffix naming the one-shot settings: '' for neither rotation nor refit (the code before 2026-12-07, whose
+    results sections keep their names), else ``-rot<mode>`` and ``-refit`` (the library's defaults: both)."""
+    return ("" if options.hidden_rotation == "none" else f"-rot{options.hidden_rotation}") + (
+        "-refit" if options.refit_writers else ""
     )
 
 
@@ -103,6 +113,7 @@ def recipe_tag(options) -> str:
         ("" if options.lr == DEFAULT_RECOVERY_LR else f"-lr{options.lr:g}")
         + kd_tag(kd_recipe(options))
         + ("" if options.recovery_seed == 0 else f"-seed{options.recovery_seed}")
+        + one_shot_tag(options)
     )
 
 
@@ -110,7 +121,12 @@ def recipe_words(options) -> str:
     words = f"recovery lr {options.lr:g}, KD alpha {options.kd_alpha:g} T {options.kd_temperature:g}"
     if options.hidden_weight:
         words += f", hidden-state MSE weight {options.hidden_weight:g}"
-    return words + f", seed {options.recovery_seed}"
+    words += f", seed {options.recovery_seed}"
+    if one_shot_tag(options):
+        words += (
+            f", hidden rotation {options.hidden_rotation}, writer refit {'on' if options.refit_writers else 'off'}"
+        )
+    return words
 
 
 def kd_tag(recipe: tuple[float, float, float]) -> str:
@@ -145,6 +161,10 @@ def quality_options(argv: list[str], extra=()):
         "scratch_b,scratch10_b",
     )
     parser.add_argument("--search-steps", type=int, default=20)
+    parser.add_argument(
+        "--hidden-rotation", default="auto", choices=["auto", "pca", "none"], help="StructuredPruningConfig field"
+    )
+    parser.add_argument("--refit-writers", type=int, default=1, choices=[0, 1], help="StructuredPruningConfig field")
     parser.add_argument(
         "--extra-shapes",
         default="{}",
@@ -322,9 +342,9 @@ def run_quality(argv: list[str]):
             save()
         elif key.startswith("scratch"):
             steps = options.recovery_steps * (10 if key.startswith("scratch10") else 1)
-            level = key.rsplit("_", 1)[1]
-            # Torch-Pruning's shape of that level when it ran, else hf-compress's width-only shape
-            source = f"tp_{level}" if f"tp_{level}" in results else f"width_{level}"
+            source = key.split("_", 1)[1]  # scratch10_budget_b: the shape of the budget_b student
+            if source in ("a", "b"):  # Torch-Pruning's shape of that level when it ran, else the width-only one
+                source = f"tp_{source}" if f"tp_{source}" in results else f"width_{source}"
             source_dir = f"{tag}-{source}" if source.startswith("tp") else f"{tag}{recipe}-{source}"
             config = LlamaConfig.from_pretrained(os.path.join(WORK, source_dir))
             torch.manual_seed(0)
@@ -362,9 +382,13 @@ def torch_pruning_student(teacher_path: str, tag: str, key: str):
     return LlamaForCausalLM.from_pretrained(out)
 
 
-def run_name(key: str, lr: float, recipe: tuple[float, float, float]) -> str:
-    """Cache key of one dev-split run: the student, the lr, and the KD settings where they are not the default."""
-    return f"{key}@{lr:g}{'' if key == 'dense' else kd_tag(recipe).replace('-', ' ')}"
+def run_name(key: str, lr: float, recipe: tuple[float, float, float], one_shot: str = "") -> str:
+    """Cache key of one dev-split run: the student, the lr, and the KD and one-shot settings (``one_shot_tag``)
+    where they are not the defaults."""
+    if key == "dense":
+        return f"{key}@{lr:g}"
+    one_shot = "" if key in TP_RATIOS else one_shot  # Torch-Pruning's students do not use hf-compress's one-shot
+    return f"{key}@{lr:g}{(kd_tag(recipe) + one_shot).replace('-', ' ')}"
 
 
 def kd_recipes(options) -> list[tuple[float, float, float]]:
@@ -411,8 +435,10 @@ def run_recovery_lr(argv: list[str]):
     results = {}
     for path in sorted(glob.glob(prefix + "*.json")):
         results.update(json.load(open(path)))
-    suffix = "".join(f"-{k}" for k in keys) + "".join(
-        f"-a{a:g}T{t:g}h{h:g}" for a, t, h in recipes if (a, t, h) != (0.5, 2.0, 0.0)
+    suffix = (
+        "".join(f"-{k}" for k in keys)
+        + "".join(f"-a{a:g}T{t:g}h{h:g}" for a, t, h in recipes if (a, t, h) != (0.5, 2.0, 0.0))
+        + one_shot_tag(options)
     )
     results_path = prefix + ("" if suffix == "-dense-width_b-tp_b" else suffix) + ".json"
     rows = []  # (recipe, lr) in the order run
@@ -421,7 +447,7 @@ def run_recovery_lr(argv: list[str]):
         for lr in lrs:
             rows.append((recipe, lr))
             for key in keys:
-                name = run_name(key, lr, recipe)
+                name = run_name(key, lr, recipe, one_shot_tag(options))
                 if name in results:
                     continue
                 print(f"== {name}", flush=True)
@@ -453,7 +479,7 @@ def run_recovery_lr(argv: list[str]):
                 print(json.dumps(results[name]), flush=True)
 
     def dev_ppl(key, recipe, lr):
-        found = results.get(run_name(key, lr, recipe))
+        found = results.get(run_name(key, lr, recipe, one_shot_tag(options)))
         return None if found is None else found["dev_ppl"]
 
     dense = min((p for p in (dev_ppl("dense", r, lr) for r, lr in rows) if p is not None), default=None)
@@ -494,9 +520,15 @@ def run_recovery_lr(argv: list[str]):
     name = f"recovery-lr-w{options.width}"
     title = "Recovery learning rate chosen on a dev split (structured students, KD alpha 0.5)"
     if not set(keys) <= {"dense", "width_b", "tp_b", "gradual_b"}:
-        name, title = name + "-shapes", "Student shapes and the budget search at one parameter count, on a dev split"
+        name, title = name + "-shapes", "Recovery learning rate, student shapes and the budget search, on a dev split"
     elif recipes != [(0.5, 2.0, 0.0)]:
         name, title = name + "-kd", "Recovery learning rate and KD recipe chosen on a dev split (structured students)"
+    if one_shot_tag(options):
+        name += one_shot_tag(options)
+        title += (
+            f" (one-shot: hidden rotation {options.hidden_rotation}, writer refit "
+            f"{'on' if options.refit_writers else 'off'})"
+        )
     return name, title, "\n".join(lines)
 
 
@@ -515,6 +547,8 @@ LABELS = {
     "scratch10_a": "same small architecture from random init, 10 x R steps",
     "scratch_b": "same small architecture from random init, R steps",
     "scratch10_b": "same small architecture from random init, 10 x R steps",
+    "scratch10_budget_a2": "the budget search's shape from random init, 10 x R steps",
+    "scratch10_budget_b": "the budget search's shape from random init, 10 x R steps",
 }
 
 
@@ -523,6 +557,8 @@ def label(key: str, shapes: dict) -> str:
         return "dense teacher continued R steps"
     if key in LABELS:
         return LABELS[key]
+    if key.startswith("scratch10_"):
+        return f"the shape of `{key.split('_', 1)[1]}` from random init, 10 x R steps"
     shape = shapes[key]
     return (
         f"hf-compress width-only (activation) + KD, explicit shape (`--extra-shapes`) H{shape.get('hidden_size')}, "
@@ -557,7 +593,11 @@ def table(results, options, teacher_ppl, teacher_params, best_dense=None, shapes
         + (f" x best dense ref (lr {best_dense[1]:g}: {best:.4f}) |" if best else ""),
         "|---|---|---|---|---|---|---|" + ("---|" if best else ""),
     ]
-    extra = [key for key in results if key not in LABELS and key != "dense" and key in (shapes or {})]
+    extra = [
+        key
+        for key in results
+        if key not in LABELS and key != "dense" and (key in (shapes or {}) or key.startswith("scratch10_"))
+    ]
     for key in [*LABELS, *extra]:
         row = results.get(key)
         if row is None:
@@ -585,7 +625,7 @@ def table(results, options, teacher_ppl, teacher_params, best_dense=None, shapes
         "hf-compress students are made by `shrink_to` (the Trainer-free path of the one-shot callback) and recovered "
         "with `DistillationCallback`; Torch-Pruning's students get the identical recovery. From-scratch runs train "
         "the Torch-Pruning shape of their level (hf-compress's width-only shape where Torch-Pruning did not run) "
-        "from random init at the teacher's learning rate.",
+        "from random init at the teacher's learning rate; `scratch10_budget_*` train the budget search's shape instead.",
     ]
     searches = [(k, r["search"]) for k, r in results.items() if isinstance(r, dict) and r.get("search")]
     for key, search in searches:

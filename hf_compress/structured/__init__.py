@@ -11,5 +11,7 @@ Entry points:
 
 Modules: ``families`` (where each family's structures live), ``structures`` (zeroing, dead-structure detection),
 ``criteria`` (registered importance), ``selection`` (target -> valid uniform shape, scores -> structures),
-``apply`` (Trainer-free pipeline and budget search), ``callback``, ``report``.
+``rotation`` (the residual stream onto its principal axes before hidden channels go), ``refit`` (least-squares refit
+of the output projections for the removed heads and neurons), ``apply`` (Trainer-free pipeline and budget search),
+``callback``, ``report``.
 """

@@ -31,7 +31,7 @@ from transformers import TrainerCallback
 
 from hf_compress.config_base import resolve_step
 from hf_compress.distributed import is_main_process, unwrap_model
-from hf_compress.structured.apply import needs_depth, score_structures, target_shape
+from hf_compress.structured.apply import choose_one_shot_, rotate_if_wanted_, rotation_message, target_shape
 from hf_compress.structured.config import StructuredPruningConfig
 from hf_compress.structured.criteria import StructureScores, _skip_hook
 from hf_compress.structured.families import Shape, family_of
@@ -102,17 +102,16 @@ class StructuredPruningCallback(TrainerCallback):
             raise ValueError("structured pruning needs at least one training batch to score structures")
         self.width_criterion, _ = self.config.make_criteria()
         if self.config.mode == "one_shot":
-            was_training = model.training
-            model.eval()
-            scores = score_structures(family, self.config, batches, depth=needs_depth(family, self.config))
-            self.shape, self.messages, search = target_shape(model, self.config, batches, scores)
-            self.search = None if search is None else search.to_dict()
-            model.train(was_training)
-            self.selection = select_structures(family, scores, self.shape)
+            choice = choose_one_shot_(model, self.config, batches)
+            self.shape, self.selection, self.messages = choice.shape, choice.selection, choice.messages
+            self.search = None if choice.search is None else choice.search.to_dict()
             self._apply(model)
             self._log(state, model)
         else:
             self.shape, self.messages, _ = target_shape(model, self.config, batches, StructureScores())
+            shares = rotate_if_wanted_(model, self.config, batches)
+            if shares is not None:
+                self.messages.append(rotation_message(shares, self.shape.hidden))
             if self.width_criterion.needs_batches:
                 self.width_criterion.attach(family)
         for message in self.messages:
@@ -174,6 +173,7 @@ class StructuredPruningCallback(TrainerCallback):
         _, plan = shrink(model, round_to=self.config.round_to, drop_layers=drop, inplace=True, return_plan=True)
         record_ = dict(model.config.hf_compress_structured)
         record_["search"] = self.search
+        record_["messages"] = list(self.messages) + [m for m in record_["messages"] if m not in self.messages]
         model.config.hf_compress_structured = record_
         if self.search is not None and is_main_process():
             os.makedirs(args.output_dir, exist_ok=True)

@@ -24,6 +24,7 @@ from hf_compress.registry import validate_name
 from hf_compress.structured.selection import SHAPE_FIELDS
 
 MODES = ("one_shot", "gradual")
+HIDDEN_ROTATIONS = ("auto", "pca", "none")
 WHAT = {
     "num_hidden_layers": "layer",
     "num_attention_heads": "attention head",
@@ -70,6 +71,16 @@ class StructuredPruningConfig(CompressionConfig):
         search_steps (`int`, *optional*, defaults to 20): budget search: distillation steps per candidate.
         shrink_at_end (`bool`, *optional*, defaults to `True`): physically remove the structures at train end, so
             ``trainer.save_model()`` writes the smaller model.
+        hidden_rotation (`str`, *optional*, defaults to `"auto"`): when hidden channels go (both modes): ``"pca"``
+            first rotates the residual stream onto the principal axes of its calibration activations (outputs
+            unchanged; :mod:`hf_compress.structured.rotation`), so the cut removes the least-used directions rather
+            than the least-used coordinates; RMSNorm families with untied embeddings only (an error otherwise).
+            ``"auto"``: ``"pca"`` where the model supports it, else ``"none"``.
+        refit_writers (`bool`, *optional*, defaults to `True`): one-shot mode: refit each layer's attention output
+            and MLP down projection by least squares on the calibration batches, so the kept heads and neurons stand
+            in for the removed ones (:mod:`hf_compress.structured.refit`). It holds one float32 Gram matrix per layer
+            and projection in CPU memory, ``intermediate_size**2 + (num_attention_heads * head_dim)**2`` floats a
+            layer (about 18 GB for a Llama-2-7B); ``False`` where that does not fit.
     """
 
     shape: dict[str, int] | None = None
@@ -88,6 +99,8 @@ class StructuredPruningConfig(CompressionConfig):
     search_steps: int = 20
     search_keep_heads: bool = True
     shrink_at_end: bool = True
+    hidden_rotation: str = "auto"
+    refit_writers: bool = True
 
     def __post_init__(self) -> None:
         if (self.shape is None) == (self.target_params is None):
@@ -126,7 +139,8 @@ class StructuredPruningConfig(CompressionConfig):
         check_number("update_every", self.update_every, low=1, integer=True)
         check_number("search_candidates", self.search_candidates, low=1, integer=True)
         check_number("search_steps", self.search_steps, low=0, integer=True)
-        for name in ("search_keep_heads", "shrink_at_end"):
+        self.hidden_rotation = check_choice("hidden_rotation", self.hidden_rotation, HIDDEN_ROTATIONS)
+        for name in ("search_keep_heads", "shrink_at_end", "refit_writers"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}")
         if self.mode == "gradual" and self.target_params is not None:

@@ -72,6 +72,17 @@ def _run(model: nn.Module, batch: dict) -> torch.Tensor | None:
     return getattr(output, "loss", None)
 
 
+def forward_with_hooks(model: nn.Module, batches: Iterable[dict], handles: list) -> None:
+    """Run ``batches`` through ``model`` without gradients, then remove the hook ``handles`` (also on error)."""
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                _run(model, batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 # ---------------------------------------------------------------- weights per structure
 def structure_sums(family: Family, values: dict[nn.Module, torch.Tensor]) -> StructureScores:
     """Sum per structure of a per-weight tensor (``values[module]`` shaped like ``module.weight``)."""
@@ -280,13 +291,7 @@ class BlockInfluenceCriterion(_LayerScoreCriterion):
             handles.append(
                 layer.register_forward_hook(lambda m, a, k, o, i=index: hook(m, a, k, o, i), with_kwargs=True)
             )
-        try:
-            with torch.no_grad():
-                for batch in batches:
-                    _run(family.model, batch)
-        finally:
-            for handle in handles:
-                handle.remove()
+        forward_with_hooks(family.model, batches, handles)
         self._add(total)
 
 

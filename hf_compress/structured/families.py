@@ -8,6 +8,9 @@
 
 Removing hidden channels changes what the norms compute (their statistics run over fewer channels); RMSNorm weights
 are rescaled by ``sqrt(H / H')``, which is exact up to ``eps``; LayerNorm is not, so recover with distillation.
+On the RMSNorm family with untied embeddings, pruning first rotates the residual stream onto its principal axes
+(:mod:`hf_compress.structured.rotation`, ``StructuredPruningConfig.hidden_rotation``), so the channels that go are
+the directions that carry the least; GPT-2 and BERT (LayerNorm) and tied models cut the original channels.
 """
 
 from __future__ import annotations

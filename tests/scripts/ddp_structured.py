@@ -1,8 +1,8 @@
 """Run under `accelerate launch --multi_gpu --num_processes 2 ddp_structured.py OUT_DIR` (CPU, gloo).
 
 Each rank trains a tiny Llama with a gradual (activation criterion, rank-local batches) and then a one-shot
-structured run, and writes OUT_DIR/rank<r>.txt: the selection after every update and the final shrunk shapes and a
-weight hash. tests/structured/test_ddp.py checks the two ranks agree.
+structured run (its hidden cut rotated onto the principal axes first), and writes OUT_DIR/rank<r>.txt: the selection
+after every update, the final shrunk shapes, a weight hash and the shrink messages. tests/structured/test_ddp.py checks the two ranks agree.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def main(out_dir: str) -> None:
             f"{mode} shape {json.dumps(trainer.model.config.hf_compress_structured['after'], sort_keys=True)}"
         )
         lines.append(f"{mode} weights {weights_digest(trainer.model)}")
+        lines.append(f"{mode} messages {json.dumps(trainer.model.config.hf_compress_structured['messages'])}")
     lines.append(f"world_size {distributed.world_size()}")
     with open(os.path.join(out_dir, f"rank{distributed.rank()}.txt"), "w") as handle:
         handle.write("\n".join(lines) + "\n")

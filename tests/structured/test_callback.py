@@ -197,6 +197,13 @@ def test_budget_search_keeps_heads_only_where_they_have_their_own_size():
     depths = [candidate["shape"]["num_layers"] for candidate in details["search"]["candidates"]]
     assert depths == [4, 2]  # one uniform cut per depth
     assert len(with_heads_kept["search"]["candidates"]) > len(depths)
+    # heads kept at several hidden sizes, the MLP taking the rest of the budget
+    target = with_heads_kept["search"]["target_params"]
+    candidates = with_heads_kept["search"]["candidates"]
+    kept = [c for c in candidates if c["shape"]["num_heads"] == 4 and c["shape"]["num_layers"] == 4]
+    assert len({c["shape"]["hidden"] for c in kept}) >= 2
+    assert all(0.95 * target <= c["params"] <= target for c in kept)
+    assert len({json.dumps(c["shape"], sort_keys=True) for c in candidates}) == len(candidates)  # no repeats
     with pytest.raises(ValueError, match="search_keep_heads must be True or False"):
         StructuredPruningConfig(target_params=0.5, search_keep_heads="yes")
 

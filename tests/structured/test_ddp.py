@@ -19,3 +19,5 @@ def test_two_ranks_choose_the_same_structures(tmp_path):
     assert "world_size 2" in rank0
     assert rank0 == rank1
     assert any('"num_layers": 2' in line for line in rank0 if line.startswith("gradual shape"))
+    # the one-shot run rotated its residual stream on both ranks alike (the weight hashes above agree too)
+    assert any("hidden_rotation:" in line for line in rank0 if line.startswith("one_shot messages"))
