@@ -62,6 +62,8 @@ BASE_SPEED_SHAPES = {
     "width H576 MLP 1024 KV 2": {"num_key_value_heads": 2, "intermediate_size": 1024, "hidden_size": 576},
     "depth 6/12 layers": {"num_hidden_layers": 6},
     "width H384 MLP 1024 KV 2": {"num_key_value_heads": 2, "intermediate_size": 1024, "hidden_size": 384},
+    # the budget search's kind of shape at the same parameter count: every head kept, the MLP pays for it
+    "width H384 heads kept, MLP 682": {"num_key_value_heads": 4, "intermediate_size": 682, "hidden_size": 384},
 }
 
 
@@ -362,15 +364,18 @@ def write_section(name: str, title: str, body: str, command: str) -> None:
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     sections = {}
     order = []
+    preamble = []  # hand-written lines between the title and the first section
     if os.path.exists(RESULTS):
         current = None
-        for line in open(RESULTS).read().split("\n"):
+        for line in open(RESULTS).read().split("\n")[1:]:
             if line.startswith("<!-- section "):
                 current = line.split()[2]
                 order.append(current)
                 sections[current] = []
             elif current is not None:
                 sections[current].append(line)
+            else:
+                preamble.append(line)
     header = (
         f"## {title}\n\nCommand: `{command}` ({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
         f"{platform.machine()}, {os.cpu_count()} CPUs shared with other jobs, torch {torch.__version__}, load average "
@@ -381,6 +386,8 @@ def write_section(name: str, title: str, body: str, command: str) -> None:
         order.append(name)
     with open(RESULTS, "w") as handle:
         handle.write("# Structured compression: a physically smaller model\n\n")
+        if "\n".join(preamble).strip():
+            handle.write("\n".join(preamble).strip("\n") + "\n\n")
         for key in order:
             handle.write(f"<!-- section {key} -->\n" + "\n".join(sections[key]).strip("\n") + "\n\n")
 
