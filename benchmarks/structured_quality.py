@@ -117,15 +117,17 @@ def recipe_tag(options) -> str:
     )
 
 
+def one_shot_words(options) -> str:
+    return f"hidden rotation {options.hidden_rotation}, writer refit {'on' if options.refit_writers else 'off'}"
+
+
 def recipe_words(options) -> str:
     words = f"recovery lr {options.lr:g}, KD alpha {options.kd_alpha:g} T {options.kd_temperature:g}"
     if options.hidden_weight:
         words += f", hidden-state MSE weight {options.hidden_weight:g}"
     words += f", seed {options.recovery_seed}"
     if one_shot_tag(options):
-        words += (
-            f", hidden rotation {options.hidden_rotation}, writer refit {'on' if options.refit_writers else 'off'}"
-        )
+        words += f", {one_shot_words(options)}"
     return words
 
 
@@ -525,10 +527,7 @@ def run_recovery_lr(argv: list[str]):
         name, title = name + "-kd", "Recovery learning rate and KD recipe chosen on a dev split (structured students)"
     if one_shot_tag(options):
         name += one_shot_tag(options)
-        title += (
-            f" (one-shot: hidden rotation {options.hidden_rotation}, writer refit "
-            f"{'on' if options.refit_writers else 'off'})"
-        )
+        title += f" (one-shot: {one_shot_words(options)})"
     return name, title, "\n".join(lines)
 
 

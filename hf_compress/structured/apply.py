@@ -281,11 +281,7 @@ def rotate_if_wanted_(model: nn.Module, config: StructuredPruningConfig, batches
     """
     if not rotation_wanted(family_of(model), config):
         return None
-    was_training = model.training
-    model.eval()
-    shares = rotate_hidden_(model, batches)
-    model.train(was_training)
-    return shares
+    return rotate_hidden_(model, batches)
 
 
 def rotation_message(shares: torch.Tensor, kept: int) -> str:

@@ -73,12 +73,16 @@ def _run(model: nn.Module, batch: dict) -> torch.Tensor | None:
 
 
 def forward_with_hooks(model: nn.Module, batches: Iterable[dict], handles: list) -> None:
-    """Run ``batches`` through ``model`` without gradients, then remove the hook ``handles`` (also on error)."""
+    """Run ``batches`` through ``model`` in eval mode without gradients, then restore the mode and remove the hook
+    ``handles`` (also on error)."""
+    was_training = model.training
+    model.eval()
     try:
         with torch.no_grad():
             for batch in batches:
                 _run(model, batch)
     finally:
+        model.train(was_training)
         for handle in handles:
             handle.remove()
 
@@ -229,12 +233,8 @@ class ActivationStructureCriterion:
 
     def observe(self, family: Family, batches: Iterable[dict]) -> None:
         self.attach(family)
-        try:
-            with torch.no_grad():
-                for batch in batches:
-                    _run(family.model, batch)
-        finally:
-            self.detach()
+        handles, self._handles = self._handles, []
+        forward_with_hooks(family.model, batches, handles)
 
     def accumulate(self, family: Family) -> None:
         return None

@@ -46,7 +46,10 @@ def writer_input_grams(family: Family, batches: Iterable[dict]) -> dict[str, tor
         def add(module, args):
             x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
             gram = (x.T @ x).cpu()
-            grams[key] = grams[key] + gram if key in grams else gram
+            if key in grams:
+                grams[key].add_(gram)
+            else:
+                grams[key] = gram
 
         return add
 

@@ -2,7 +2,8 @@
 
 Each rank trains a tiny Llama with a gradual (activation criterion, rank-local batches) and then a one-shot
 structured run (its hidden cut rotated onto the principal axes first), and writes OUT_DIR/rank<r>.txt: the selection
-after every update, the final shrunk shapes, a weight hash and the shrink messages. tests/structured/test_ddp.py checks the two ranks agree.
+after every update, the final shrunk shapes, a weight hash and the shrink messages. tests/structured/test_ddp.py
+checks the two ranks agree.
 """
 
 from __future__ import annotations
