@@ -4,7 +4,8 @@ Issue 16 asks the default (model-free) checker to beat the best no-model baselin
 test set. This script asks whether any model-free scorer built from the same evidence could, without looking at a
 test part. For every dev prediction it computes the checker's own inputs (``prediction_row`` of
 ``hallucination_tune.py``), n-gram gaps of orders 1-4 on ROUGE's tokens, a rarity-weighted unigram gap (wordfreq), the
-longest run of new tokens and the lengths, and then reports per set, all 4-fold cross-validated on dev:
+longest run of new tokens, the lengths and n-gram gaps against the best-covering single reference
+sentence, and then reports per set, all 4-fold cross-validated on dev:
 
 - the best baseline's dev AUC (each baseline at its own best n-gram order, picked per set: an oracle choice);
 - the shipped checker's recipe refitted per fold (what ``hallucination_tune.py`` fits);
@@ -34,6 +35,7 @@ from hallucination_tune import dev_sets, fit, prediction_row  # noqa: E402
 
 from hf_compress.metrics import language  # noqa: E402
 from hf_compress.metrics.checkers.lexical import with_contradiction_floor  # noqa: E402
+from hf_compress.metrics.claims import split_claims  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "hallucination_ceiling.md"
 FOLDS = 4
@@ -46,6 +48,9 @@ OVERLAP_FEATURES = (
     "rarity-weighted 1-gram gap",
     "longest new run",
     "log prediction length",
+    "1-gram gap, best sentence",
+    "2-gram gap, best sentence",
+    "3-gram gap, best sentence",
 )
 
 
@@ -73,6 +78,11 @@ def overlap_features(prediction: str, references: list[str]) -> dict[str, float]
         longest = max(longest, run)
     features["longest new run"] = min(longest, 10) / 10
     features["log prediction length"] = math.log1p(len(tokens))
+    # against the one reference sentence that covers most: a sentence stitched from far-apart phrases scores high
+    sentences = [_TOKEN.findall(sentence.lower()) for text in references for sentence in split_claims(text) or [text]]
+    for order in (1, 2, 3):
+        gaps = [ngram_gap(tokens, sentence, order) for sentence in sentences if sentence]
+        features[f"{order}-gram gap, best sentence"] = min(gaps, default=1.0)
     return features
 
 
@@ -145,6 +155,20 @@ def per_set_boosted(rows: list[dict]) -> float:
     return auc(list(probabilities), list(labels))
 
 
+SUBSETS = [names for size in (1, 2, 3) for names in itertools.combinations(OVERLAP_FEATURES, size)]
+
+
+def per_set_linear(rows: list[dict]) -> tuple[float, tuple[str, ...]]:
+    """The best cross-validated AUC of a logistic model over 1-3 overlap features, fitted on this set alone."""
+    labels = [row["label"] for row in rows]
+    best = (0.0, ())
+    for names in SUBSETS:
+        scores = cross_validated(rows, lambda row, names=names: [row[n] for n in names], True, floor=False)
+        value = auc([scores[p] for p in range(len(rows))], labels)
+        best = max(best, (value, names))
+    return best
+
+
 def main() -> None:
     rows = dev_rows()
     sets = list(dict.fromkeys(row["set"] for row in rows))
@@ -165,16 +189,19 @@ def main() -> None:
         "`benchmarks/outside_data.py` and the bench extra). No test part is loaded.",
         "",
         "All AUCs are 4-fold cross-validated on each set's dev part. 'Best baseline' picks, per set, the best of "
-        "unigram overlap and ROUGE-1/2/L precision by its dev AUC. 'Boosted, own set' is a gradient-boosted classifier "
-        "fitted on that one set's dev part with every feature (the checker's inputs, n-gram gaps of orders 1-4, a "
-        "rarity-weighted unigram gap, the longest run of new tokens, lengths and the four baselines): no single "
-        "shipped model can be fitted per set, so it is a generous estimate of what this evidence can give on the larger sets (on a small dev "
-        "part, such as QAGS-XSum's, it overfits: read the linear models below there).",
+        "unigram overlap and ROUGE-1/2/L precision by its dev AUC. The two 'own set' columns are fitted on that one "
+        "set's dev part, which no single shipped model can be, so they are generous estimates of what this evidence "
+        "can give: 'boosted' is a gradient-boosted classifier over every feature (the checker's inputs, n-gram gaps "
+        "of orders 1-4, a rarity-weighted unigram gap, the longest run of new tokens, the length, n-gram gaps against "
+        "the best-covering single reference sentence, and the four baselines); it overfits a small dev part such as "
+        f"QAGS-XSum's. 'Best linear' is the best of the {len(SUBSETS)} logistic models over 1-3 of the overlap "
+        "features, picked by the same cross-validated AUC it reports (so optimistic too).",
         "",
         "| set | dev n | best baseline (dev AUC) | shipped recipe, refitted per fold | margin | boosted, own set "
-        "| margin |",
-        "|---|---|---|---|---|---|---|",
+        "| margin | best linear, own set | margin |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    own_set_margins = {}
     for name in sets:
         members = [position for position, row in enumerate(rows) if row["set"] == name]
         subset = [rows[p] for p in members]
@@ -182,9 +209,12 @@ def main() -> None:
         labels = [row["label"] for row in subset]
         checker_auc = auc([checker_scores[p] for p in members], labels)
         boosted = per_set_boosted(subset)
+        linear, linear_names = per_set_linear(subset)
+        own_set_margins[name] = max(boosted, linear) - baseline_auc
         lines.append(
             f"| {name} | {len(subset)} | {baseline} ({baseline_auc:.3f}) | {checker_auc:.3f} | "
-            f"{checker_auc - baseline_auc:+.3f} | {boosted:.3f} | {boosted - baseline_auc:+.3f} |"
+            f"{checker_auc - baseline_auc:+.3f} | {boosted:.3f} | {boosted - baseline_auc:+.3f} | "
+            f"{linear:.3f} ({', '.join(linear_names)}) | {linear - baseline_auc:+.3f} |"
         )
         print(lines[-1], flush=True)
 
@@ -218,24 +248,20 @@ def main() -> None:
         cells = " | ".join(f"{margins[name]:+.3f}" for name in long_sets)
         lines.append(f"| {', '.join(names)} | {worst:+.3f} | {cells} |")
 
-    boosted_margins = {
-        line.split(" | ")[0][2:]: float(line.rstrip(" |").split(" | ")[-1])
-        for line in lines
-        if line.startswith("| ") and line.split(" | ")[0][2:] in outside
-    }
-    reached = ranked[0][0] >= 0.02 or all(margin >= 0.02 for margin in boosted_margins.values())
+    outside_margins = {name: own_set_margins[name] for name in outside}
+    reached = ranked[0][0] >= 0.02 or all(margin >= 0.02 for margin in outside_margins.values())
     verdict = (
         "this evidence reaches +0.02 on every set's dev part, so a better model-free recipe may exist"
         if reached
-        else "neither reaches it on every set's dev part, so no model-free recipe on this evidence is likely to "
-        "meet it on the test parts"
+        else "no model-free recipe on this evidence reaches it on every set's dev part, even fitted per set, so none "
+        "is likely to meet it on the test parts"
     )
     lines += [
         "",
-        f"Reading: the best worst-case margin of a linear long-reference model is {ranked[0][0]:+.3f}; the per-set "
-        "boosted models' margins are "
-        + ", ".join(f"{name} {margin:+.3f}" for name, margin in boosted_margins.items())
-        + f". Against the goal of >= +0.02 on every outside set, {verdict}.",
+        f"Reading: the best worst-case margin of one linear long-reference model is {ranked[0][0]:+.3f}; the better of "
+        "the two per-set models gains "
+        + ", ".join(f"{name} {margin:+.3f}" for name, margin in outside_margins.items())
+        + f" over that set's best baseline. Against the goal of >= +0.02 on every outside set, {verdict}.",
     ]
     RESULTS.write_text("\n".join(lines) + "\n")
     print("\n".join(lines[-12:]))
