@@ -40,6 +40,7 @@ _EXPORTS = {
     "load_metric": "hf_compress.metrics",
     "merge_and_unload": "hf_compress.peft_support",
     "onnx_session": "hf_compress.quantization.export_onnx_runtime",
+    "onnx_generate": "hf_compress.quantization.export_onnx_cache",
     "prepare_qat_": "hf_compress.quantization.qat",
     "prune_one_shot": "hf_compress.pruning.one_shot",
     "release": "hf_compress.trainer.cleanup",

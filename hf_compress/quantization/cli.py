@@ -80,6 +80,11 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     onnx.add_argument(
         "--min-top1-agreement", type=float, default=0.9, help="onnx-int8 check: argmax agreement with PyTorch"
     )
+    onnx.add_argument(
+        "--kv-cache",
+        action="store_true",
+        help="decoder-only LMs: export one decoding step with the KV cache as inputs and outputs (onnx_generate)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=run_export)
@@ -103,6 +108,8 @@ def run_export(args: argparse.Namespace) -> int:
     }
     if args.format in ("onnx", "onnx-int8"):
         options.update(exporter=args.exporter, opset=args.opset, min_top1_agreement=args.min_top1_agreement)
+    if args.kv_cache:  # other formats refuse it with the reason
+        options["kv_cache"] = True
     if args.format == "onnx-int8":
         options["int8_mode"] = args.int8_mode
     for name in ("bits", "granularity", "group_size"):

@@ -16,8 +16,11 @@ graph faster than the SDPA trace (dynamic int8 on MiniLM 1.26-1.41x, ``benchmark
 model and its saved config keep their own attention setting.
 
 What is exported: the logits forward (``input_ids``, ``attention_mask`` and, when the batch has them,
-``token_type_ids``; batch and sequence axes dynamic) without KV cache. KV-cache generation is not supported: a
-decoder export recomputes the whole sequence at every generated token.
+``token_type_ids``; batch and sequence axes dynamic). ``kv_cache=True`` (decoder-only causal LMs, TorchScript
+exporter) adds the KV cache as inputs and outputs, so generation feeds one token per step
+(:mod:`~hf_compress.quantization.export_onnx_cache`, :func:`~hf_compress.onnx_generate`); the check then also runs a
+decoding step on the graph's own cache against PyTorch. Without it, a decoder export recomputes the whole sequence at
+every generated token.
 
 int8:
 
@@ -61,6 +64,7 @@ from torch import nn
 
 from hf_compress import __version__
 from hf_compress.distributed import unwrap_model
+from hf_compress.quantization.export_onnx_cache import cache_layout, check_decode_step, with_positions
 from hf_compress.quantization.export_onnx_runtime import (  # noqa: F401 (INPUT_NAMES: public here too)
     INPUT_NAMES,
     SLOW_FUSIONS,
@@ -144,11 +148,18 @@ def export_model(model: nn.Module, path: str, export_format, settings):
     exported = exported.float()
 
     batch = onnx_inputs(exported, fixed_batch(source_model, settings.sample_inputs))
+    cache = None
+    if settings.kv_cache:
+        if settings.exporter != "torchscript":
+            raise ValueError("kv_cache=True needs exporter='torchscript' (the dynamo route exports no KV cache yet)")
+        cache = cache_layout(exported, batch)
+    # a KV-cache graph counts positions from the attention mask, as generate() does: so does its reference
+    reference_batch = with_positions(batch) if cache is not None else batch
     notes = list(source.notes) if source is not None else []
     if int8:
-        reference = model_outputs(source_model, batch)
+        reference = model_outputs(source_model, reference_batch)
     else:  # float32 holds the weights as they are; activation quantization from QAT is not part of it
-        reference = model_outputs(exported, batch)
+        reference = model_outputs(exported, reference_batch)
         if any(hasattr(module, "hf_compress_act_qparams") for module in source_model.modules()):
             message = (
                 "format='onnx' is float32: the QAT activation quantization is not in the graph (format='onnx-int8' "
@@ -161,7 +172,7 @@ def export_model(model: nn.Module, path: str, export_format, settings):
     temporary = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.partial-", dir=parent)
     try:
         float_file = os.path.join(temporary, "float.onnx")
-        trace_to_onnx(exported, batch, float_file, settings.exporter, settings.opset)
+        trace_to_onnx(exported, batch, float_file, settings.exporter, settings.opset, cache=cache)
         folder = os.path.join(temporary, "out")
         os.makedirs(folder)
         final_file = os.path.join(folder, ONNX_FILE)
@@ -213,6 +224,7 @@ def export_model(model: nn.Module, path: str, export_format, settings):
             "activation_quantization": activation,
             "exporter": settings.exporter,
             "opset": settings.opset,
+            "kv_cache": cache is not None,
             "hf_compress_version": __version__,
         }
         exported.config.save_pretrained(folder)
@@ -226,6 +238,20 @@ def export_model(model: nn.Module, path: str, export_format, settings):
     outputs = session_outputs(session, batch)
     max_abs_diff = (outputs - reference).abs().max().item()
     top1 = (outputs.argmax(-1) == reference.argmax(-1)).float().mean().item()
+    problems = []
+    if cache is not None:
+        step_diff, step_top1 = check_decode_step(session, source_model if int8 else exported, batch)
+        notes.append(
+            f"KV cache: {cache.layers} layers of {cache.heads} x {cache.head_size}; a decoding step fed the graph's "
+            f"own presents matches PyTorch on the whole sequence to max abs diff {step_diff:.3g}, top-1 "
+            f"{step_top1:.0%}; generate with hf_compress.onnx_generate"
+        )
+        if not int8 and not step_diff <= settings.tolerance:
+            problems.append(
+                f"the KV-cache decoding step differs by {step_diff:.3g} (tolerance {settings.tolerance:.3g})"
+            )
+        if int8 and step_top1 < settings.min_top1_agreement:
+            problems.append(f"the KV-cache decoding step's top-1 agreement is {step_top1:.1%}")
     files = sorted(os.listdir(path))
     result = ExportResult(
         format=export_format.name,
@@ -258,7 +284,6 @@ def export_model(model: nn.Module, path: str, export_format, settings):
         max_abs_diff,
         100 * top1,
     )
-    problems = []
     if not torch.isfinite(outputs).all():
         problems.append("the ONNX model produces non-finite outputs")
     if not zeros_kept:

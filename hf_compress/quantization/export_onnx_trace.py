@@ -79,9 +79,12 @@ def trace_to_onnx(
     exporter: str,
     opset: int,
     trace_eager_attention: bool = True,
+    cache=None,
 ) -> None:
     """Export ``model``'s logits forward to ``file`` with dynamic batch and sequence axes, traced with eager attention
-    (:func:`eager_attention`) unless ``trace_eager_attention=False`` (the benchmarks time the model's own).
+    (:func:`eager_attention`) unless ``trace_eager_attention=False`` (the benchmarks time the model's own). With
+    ``cache`` (a :class:`~hf_compress.quantization.export_onnx_cache.CacheLayout`), the graph is one decoding step
+    with a KV cache (:mod:`~hf_compress.quantization.export_onnx_cache`; TorchScript exporter only).
 
     Raises:
         OnnxExportError: the exporter cannot trace the model (the message names the model class and the op).
@@ -93,7 +96,21 @@ def trace_to_onnx(
         attention = eager_attention(model) if trace_eager_attention else contextlib.nullcontext()
         with warnings.catch_warnings(), torch.no_grad(), attention:
             warnings.simplefilter("ignore")
-            if exporter == "dynamo":
+            if cache is not None:
+                from hf_compress.quantization import export_onnx_cache as cached
+
+                torch.onnx.export(
+                    cached.CachedLogitsForward(model).eval(),
+                    cached.trace_arguments(model, inputs, cache),
+                    file,
+                    dynamo=False,
+                    input_names=["input_ids", "attention_mask", *cached.past_names(cache.layers)],
+                    output_names=["logits", *cached.present_names(cache.layers)],
+                    dynamic_axes=cached.dynamic_axes(cache.layers),
+                    opset_version=opset,
+                    do_constant_folding=True,
+                )
+            elif exporter == "dynamo":
                 batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
                 torch.onnx.export(
                     wrapper,

@@ -50,6 +50,9 @@ class ExportOptions(CompressionConfig):
             ``attention_mask``, or ``input_ids`` tensors) to calibrate the activation ranges on.
         min_top1_agreement (`float`, defaults to 0.9): ``onnx-int8``: smallest fraction of positions whose argmax
             matches the PyTorch model, for the check.
+        kv_cache (`bool`, defaults to `False`): ONNX formats, decoder-only causal LMs: export one decoding step with
+            the KV cache as inputs (``past_key_values.{i}.key/value``) and outputs (``present.{i}.key/value``), for
+            :func:`~hf_compress.onnx_generate`. An error for other formats and for encoders.
     """
 
     bits: int | None = None
@@ -71,11 +74,12 @@ class ExportOptions(CompressionConfig):
     int8_mode: str = "static"
     calibration_batches: Any = None
     min_top1_agreement: float = 0.9
+    kv_cache: bool = False
 
     def __post_init__(self) -> None:
         if self.bits is not None:
             check_number("bits", self.bits, low=MIN_BITS, high=MAX_BITS, integer=True)
-        for name in ("symmetric", "allow_ptq", "allow_regrid", "overwrite", "print_report"):
+        for name in ("symmetric", "allow_ptq", "allow_regrid", "overwrite", "print_report", "kv_cache"):
             value = getattr(self, name)
             if not isinstance(value, bool) and not (name == "symmetric" and value is None):
                 raise ValueError(f"{name} must be True or False; got {value!r}")
