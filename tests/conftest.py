@@ -24,9 +24,13 @@ def tiny_gpt2(seed: int = 0, **overrides):
     return GPT2LMHeadModel(config)
 
 
-def tiny_llama(seed: int = 0, **overrides):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tiny_llama(seed: int = 0, family: str = "llama", **overrides):
+    """A 2-layer decoder with grouped-query attention; ``family="qwen2"`` builds a Qwen2 of the same shape."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+    model_class, config_class = {"llama": (LlamaForCausalLM, LlamaConfig), "qwen2": (Qwen2ForCausalLM, Qwen2Config)}[
+        family
+    ]
     torch.manual_seed(seed)
     values = dict(
         vocab_size=VOCAB,
@@ -38,7 +42,7 @@ def tiny_llama(seed: int = 0, **overrides):
         max_position_embeddings=64,
     )
     values.update(overrides)
-    return LlamaForCausalLM(LlamaConfig(**values))
+    return model_class(config_class(**values))
 
 
 def tiny_bert(seed: int = 0, num_labels: int = 2, **overrides):

@@ -9,7 +9,7 @@ import re
 
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM, Trainer
+from transformers import Trainer
 
 from conftest import VOCAB, dataset_for, tiny_bert, tiny_gpt2, tiny_llama, training_args
 from hf_compress import QATCallback, QATConfig, export, onnx_generate, onnx_session
@@ -20,21 +20,7 @@ pytest.importorskip("onnxruntime")
 torch.set_num_threads(1)
 
 
-def tiny_qwen2(seed: int = 0):
-    torch.manual_seed(seed)
-    config = Qwen2Config(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
-    return Qwen2ForCausalLM(config)
-
-
-FACTORIES = {"llama": tiny_llama, "gpt2": tiny_gpt2, "qwen2": tiny_qwen2}
+FACTORIES = {"llama": tiny_llama, "gpt2": tiny_gpt2, "qwen2": lambda: tiny_llama(family="qwen2")}
 
 
 def pytorch_greedy(model, ids, mask, new_tokens):
