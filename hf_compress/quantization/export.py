@@ -108,8 +108,9 @@ def _export(model, path, export_format, implementation, settings: ExportOptions)
         raise ValueError(
             f"path {path!r} already exists and is not an empty folder; choose another path or pass overwrite=True"
         )
-    if settings.kv_cache and export_format.name not in ("onnx", "onnx-int8"):
-        raise ValueError(f"kv_cache=True applies to format='onnx' or 'onnx-int8'; got format={export_format.name!r}")
+    for name in ("kv_cache", "external_data"):
+        if getattr(settings, name) and export_format.name not in ("onnx", "onnx-int8"):
+            raise ValueError(f"{name}=True applies to format='onnx' or 'onnx-int8'; got format={export_format.name!r}")
     if export_format.whole_model:
         return implementation.export_model(model, path, export_format, settings)
     source_model = unwrap_model(model)

@@ -35,6 +35,11 @@ int8:
   export closer to PyTorch is kept, with a note. An export made on a VNNI machine and run on an AVX2-only one can
   lose accuracy that way; export on the deployment CPU, or check it there.
 
+Weights over 1.8 GB in float32 (protobuf holds at most 2 GB in one file), or any with ``external_data=True``, go to
+``model.onnx.data`` beside ``model.onnx`` (ONNX external data: keep the two together). ONNX export of decoders needs
+transformers>=5: 4.57 builds attention masks with ``torch.vmap``, which torch's exporter cannot trace (a clear error
+says so).
+
 Every export is reloaded in an ``onnxruntime.InferenceSession`` and run on the verification batch against the
 PyTorch model: ``max_abs_diff`` and ``top1_agreement`` go in the result. float32 is held to ``tolerance``; int8
 to ``min_top1_agreement``.
@@ -87,6 +92,22 @@ from hf_compress.quantization.export_verify import fixed_batch, model_outputs
 logger = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
+# protobuf caps a serialized ModelProto at 2 GB: larger weights go to ONNX's external data file beside the graph
+EXTERNAL_DATA_ABOVE_BYTES = 1_800_000_000
+
+
+def save_graph(graph, file: str, external: bool) -> None:
+    """Write ``graph`` to ``file``; with ``external``, its weights to ``<file>.data`` beside it (ONNX external data,
+    which ONNX Runtime loads from the same folder)."""
+    import onnx
+
+    if external:
+        location = os.path.basename(file) + ".data"
+        onnx.save_model(graph, file, save_as_external_data=True, all_tensors_to_one_file=True, location=location)
+    else:
+        onnx.save_model(graph, file)
+
+
 EXPORTERS = ("torchscript", "dynamo")
 INT8_MODES = ("static", "dynamic")
 DEFAULT_OPSET = 17
@@ -167,6 +188,9 @@ def export_model(model: nn.Module, path: str, export_format, settings):
             )
             logger.warning("hf_compress export: %s", message)
             notes.append(message)
+    external = settings.external_data
+    if external is None:
+        external = float32_size(exported) > EXTERNAL_DATA_ABOVE_BYTES
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     temporary = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.partial-", dir=parent)
@@ -180,13 +204,13 @@ def export_model(model: nn.Module, path: str, export_format, settings):
         weight_diff, exact, zeros_kept, sparsity = 0.0, True, True, 0.0
         quantization = None
         if not int8:
-            shutil.move(float_file, final_file)
+            save_graph(onnx.load(float_file), final_file, external)
         elif source is not None:
             from hf_compress.quantization.export_onnx_qat import apply_trained_grid
 
             graph = onnx.load(float_file)
             rewrite = apply_trained_grid(graph, source)
-            onnx.save(graph, final_file)
+            save_graph(graph, final_file, external)
             method, layers = source.method, rewrite.layers
             weight_diff, zeros_kept, sparsity = rewrite.weight_max_abs_diff, rewrite.zeros_kept, rewrite.sparsity
             activation = "kept" if rewrite.static_activation_layers else "dynamic"
@@ -212,13 +236,14 @@ def export_model(model: nn.Module, path: str, export_format, settings):
                 settings.int8_mode,
             )
             notes += ort_post_training_int8(
-                float_file, final_file, settings.int8_mode, settings.calibration_batches, batch, reference
+                float_file, final_file, settings.int8_mode, settings.calibration_batches, batch, reference, external
             )
             method, exact = f"ptq-{settings.int8_mode}", False
             activation = "kept" if settings.int8_mode == "static" else "dynamic"
-            layers = count_int8_matmuls(onnx.load(final_file))
+            layers = count_int8_matmuls(onnx.load(final_file, load_external_data=False))
             quantization = {"bits": 8, "activations": settings.int8_mode, "granularity": "per_channel"}
         exported.config.hf_compress_export = {
+            "external_data": external,
             "format": export_format.name,
             "method": method,
             "activation_quantization": activation,
@@ -246,12 +271,11 @@ def export_model(model: nn.Module, path: str, export_format, settings):
             f"own presents matches PyTorch on the whole sequence to max abs diff {step_diff:.3g}, top-1 "
             f"{step_top1:.0%}; generate with hf_compress.onnx_generate"
         )
-        if not int8 and not step_diff <= settings.tolerance:
-            problems.append(
-                f"the KV-cache decoding step differs by {step_diff:.3g} (tolerance {settings.tolerance:.3g})"
-            )
-        if int8 and step_top1 < settings.min_top1_agreement:
-            problems.append(f"the KV-cache decoding step's top-1 agreement is {step_top1:.1%}")
+        # float32: held to the tolerance; int8: no further from PyTorch than the full forward is (a step checks few
+        # positions, too few for a top-1 rate to mean much)
+        allowed = 2 * max_abs_diff + settings.tolerance if int8 else settings.tolerance
+        if not step_diff <= allowed:
+            problems.append(f"the KV-cache decoding step differs by {step_diff:.3g} (allowed {allowed:.3g})")
     files = sorted(os.listdir(path))
     result = ExportResult(
         format=export_format.name,

@@ -147,33 +147,43 @@ def cpu_lacks_vnni() -> bool:
 
 
 def ort_post_training_int8(
-    float_file: str, int8_file: str, mode: str, calibration_batches, batch: dict, reference: torch.Tensor
+    float_file: str,
+    int8_file: str,
+    mode: str,
+    calibration_batches,
+    batch: dict,
+    reference: torch.Tensor,
+    external: bool = False,
 ) -> list[str]:
     """ONNX Runtime's own int8 quantization of ``float_file`` (MatMul/Gemm, int8 per-channel weights); its notes.
 
     On x86 CPUs without VNNI, ORT adds pairs of u8 x s8 products in int16 (VPMADDUBSW), which full-range weights can
     saturate: there 7-bit weights (ORT's ``reduce_range``) are made too, and the export whose outputs on ``batch``
-    are closer to ``reference`` is kept. Where VNNI is present, 8-bit weights.
+    are closer to ``reference`` is kept. Where VNNI is present, 8-bit weights. With ``external``, the weights go to
+    ``<int8_file>.data`` beside the graph.
     """
     quiet = _QuietOrtQuantization()
     logging.getLogger().addFilter(quiet)
     try:
-        notes = [_ort_quantize(float_file, int8_file, mode, calibration_batches, list(batch), reduce_range=False)]
+        names = list(batch)
+        notes = [_ort_quantize(float_file, int8_file, mode, calibration_batches, names, False, external)]
         if not cpu_lacks_vnni():
             return notes
         narrow_file = int8_file + ".7bit"
-        narrow_note = _ort_quantize(float_file, narrow_file, mode, calibration_batches, list(batch), reduce_range=True)
+        narrow_note = _ort_quantize(float_file, narrow_file, mode, calibration_batches, names, True, external)
     finally:
         logging.getLogger().removeFilter(quiet)
     full_diff, narrow_diff = (
         (session_outputs(inference_session(path), batch) - reference).abs().max().item()
         for path in (int8_file, narrow_file)
     )
-    if narrow_diff < full_diff:
+    if narrow_diff < full_diff:  # the kept graph names its own data file: only the other one goes
         os.replace(narrow_file, int8_file)
         notes = [narrow_note]
+        _remove_if_present(int8_file + ".data")
     else:
         os.remove(narrow_file)
+        _remove_if_present(narrow_file + ".data")
     message = (
         f"this CPU has no VNNI: max abs diff {full_diff:.3g} with 8-bit weights, {narrow_diff:.3g} with 7-bit "
         f"(reduce_range); kept {'7' if narrow_diff < full_diff else '8'}-bit weights"
@@ -182,7 +192,12 @@ def ort_post_training_int8(
     return notes + [message]
 
 
-def _ort_quantize(float_file, int8_file, mode, calibration_batches, input_names, reduce_range) -> str:
+def _remove_if_present(file: str) -> None:
+    if os.path.exists(file):
+        os.remove(file)
+
+
+def _ort_quantize(float_file, int8_file, mode, calibration_batches, input_names, reduce_range, external) -> str:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -200,6 +215,7 @@ def _ort_quantize(float_file, int8_file, mode, calibration_batches, input_names,
             reduce_range=reduce_range,
             weight_type=QuantType.QInt8,
             op_types_to_quantize=["MatMul", "Gemm"],
+            use_external_data_format=external,
         )
         return (
             "post-training int8 by onnxruntime.quantization.quantize_dynamic (per-channel int8 weights"
@@ -229,6 +245,7 @@ def _ort_quantize(float_file, int8_file, mode, calibration_batches, input_names,
         weight_type=QuantType.QInt8,
         op_types_to_quantize=["MatMul", "Gemm"],
         calibrate_method=CalibrationMethod.MinMax,
+        use_external_data_format=external,
     )
     return (
         f"post-training int8 by onnxruntime.quantization.quantize_static on {len(feeds)} calibration batches "

@@ -138,6 +138,12 @@ def trace_to_onnx(
                 )
     except Exception as error:  # the exporters raise many types; the user needs the class and the op
         message = str(error)
+        if "unordered_map::at" in message and _transformers_major() < 5:
+            raise OnnxExportError(
+                f"cannot export {type(model).__name__} to ONNX with transformers {_transformers_version()}: its "
+                "attention masks are built with torch.vmap, which torch's exporter cannot trace. Export with "
+                "transformers>=5.0 (pip install 'transformers>=5')"
+            ) from error
         found = re.search(r"aten(?:::|\.)[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?", message)
         op = found.group(0) if found else (message.strip().splitlines() or ["unknown"])[0][:200]
         raise OnnxExportError(
@@ -145,3 +151,13 @@ def trace_to_onnx(
             f"unsupported op {op}. Try exporter={'dynamo' if exporter == 'torchscript' else 'torchscript'!r}, "
             "a higher opset=, or another export format"
         ) from error
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def _transformers_major() -> int:
+    return int(_transformers_version().split(".")[0])

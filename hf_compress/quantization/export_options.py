@@ -53,6 +53,9 @@ class ExportOptions(CompressionConfig):
         kv_cache (`bool`, defaults to `False`): ONNX formats, decoder-only causal LMs: export one decoding step with
             the KV cache as inputs (``past_key_values.{i}.key/value``) and outputs (``present.{i}.key/value``), for
             :func:`~hf_compress.onnx_generate`. An error for other formats and for encoders.
+        external_data (`bool`, *optional*): ONNX formats: write the weights to ``model.onnx.data`` beside
+            ``model.onnx`` (ONNX external data; keep the two files together). Default: only when the float32 weights
+            pass 1.8 GB, as protobuf cannot hold a graph over 2 GB in one file.
     """
 
     bits: int | None = None
@@ -75,13 +78,15 @@ class ExportOptions(CompressionConfig):
     calibration_batches: Any = None
     min_top1_agreement: float = 0.9
     kv_cache: bool = False
+    external_data: bool | None = None
 
     def __post_init__(self) -> None:
         if self.bits is not None:
             check_number("bits", self.bits, low=MIN_BITS, high=MAX_BITS, integer=True)
-        for name in ("symmetric", "allow_ptq", "allow_regrid", "overwrite", "print_report", "kv_cache"):
+        bools = ("symmetric", "allow_ptq", "allow_regrid", "overwrite", "print_report", "kv_cache", "external_data")
+        for name in bools:
             value = getattr(self, name)
-            if not isinstance(value, bool) and not (name == "symmetric" and value is None):
+            if not isinstance(value, bool) and not (name in ("symmetric", "external_data") and value is None):
                 raise ValueError(f"{name} must be True or False; got {value!r}")
         if self.granularity is not None:
             self.granularity = check_choice("granularity", self.granularity, GRANULARITIES)

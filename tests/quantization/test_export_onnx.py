@@ -313,3 +313,21 @@ def test_missing_onnxruntime_names_the_extra(tmp_path):
     )
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert 'pip install "hf-compress[onnx]"' in completed.stdout, completed.stderr[-2000:]
+
+
+@pytest.mark.parametrize("format_options", [{"format": "onnx"}, {"format": "onnx-int8", "int8_mode": "dynamic"}])
+def test_external_data_keeps_the_weights_beside_the_graph(tmp_path, format_options):
+    """What an export over protobuf's 2 GB does (there by default): the weights in model.onnx.data, one folder."""
+    model = MODEL_FACTORIES["llama"]().eval()
+    result = export(model, tmp_path / "out", external_data=True, speed_repeats=1, print_report=False, **format_options)
+    assert {"model.onnx", "model.onnx.data"} <= set(result.files)
+    stored = onnx.load(str(tmp_path / "out" / "model.onnx"), load_external_data=False).graph.initializer
+    assert any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in stored)
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["hf_compress_export"]["external_data"] is True
+    moved = tmp_path / "moved"
+    os.rename(tmp_path / "out", moved)  # the folder travels as a whole
+    batch = random_batches(model, count=1)[0]
+    difference = (session_outputs(onnx_session(moved), batch) - model_outputs(model, batch)).abs().max()
+    assert difference < (1e-5 if format_options["format"] == "onnx" else 0.1)
+    with pytest.raises(ValueError, match="external_data=True applies to format='onnx' or 'onnx-int8'"):
+        export(model, tmp_path / "deq", format="dequantized", external_data=True)
