@@ -94,6 +94,15 @@ def test_onnx_session_without_the_extra(tmp_path):
     assert_names_extra(caught.value, "onnx")
 
 
+def test_onnx_generate_without_the_extra(tmp_path):
+    from hf_compress import onnx_generate
+
+    needs_missing("onnxruntime")
+    with pytest.raises(ImportError) as caught:
+        onnx_generate(tmp_path, [[1, 2, 3]], max_new_tokens=2)
+    assert_names_extra(caught.value, "onnx")
+
+
 def test_embedding_checker_without_the_extra():
     from hf_compress.metrics import load_metric
 
