@@ -92,6 +92,12 @@ def cache_layout(model: nn.Module, batch: dict[str, torch.Tensor]) -> CacheLayou
     cache = _returned_cache(output)
     if cache is None or not hasattr(cache, "layers") or not cache.layers:
         raise ValueError(f"kv_cache=True needs {allowed}; {name}'s forward returned no transformers Cache")
+    if any(getattr(layer, "is_sliding", False) for layer in cache.layers):
+        window = getattr(config, "sliding_window", None)
+        raise ValueError(
+            f"kv_cache=True does not export sliding-window attention yet ({name}, config.sliding_window={window}): "
+            "its cache drops old positions, which the exported graph cannot follow. Export with kv_cache=False"
+        )
     tensors = _layer_tensors(cache)
     if any(tensor is None or tensor.dim() != 4 for tensor in tensors):
         raise ValueError(f"kv_cache=True: {name}'s cache layers are not (batch, heads, length, head size) tensors")
