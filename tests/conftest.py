@@ -25,12 +25,12 @@ def tiny_gpt2(seed: int = 0, **overrides):
 
 
 def tiny_llama(seed: int = 0, family: str = "llama", **overrides):
-    """A 2-layer decoder with grouped-query attention; ``family="qwen2"`` builds a Qwen2 of the same shape."""
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    """A 2-layer decoder with grouped-query attention; ``family="qwen2"`` or ``"mistral"`` builds that family in the
+    same shape."""
+    import transformers
 
-    model_class, config_class = {"llama": (LlamaForCausalLM, LlamaConfig), "qwen2": (Qwen2ForCausalLM, Qwen2Config)}[
-        family
-    ]
+    prefix = {"llama": "Llama", "qwen2": "Qwen2", "mistral": "Mistral"}[family]
+    model_class, config_class = getattr(transformers, f"{prefix}ForCausalLM"), getattr(transformers, f"{prefix}Config")
     torch.manual_seed(seed)
     values = dict(
         vocab_size=VOCAB,

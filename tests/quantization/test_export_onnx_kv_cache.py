@@ -9,7 +9,7 @@ import re
 
 import pytest
 import torch
-from transformers import MistralConfig, MistralForCausalLM, Trainer
+from transformers import Trainer
 
 from conftest import VOCAB, dataset_for, tiny_bert, tiny_gpt2, tiny_llama, training_args
 from hf_compress import QATCallback, QATConfig, export, onnx_generate, onnx_session
@@ -133,18 +133,7 @@ def test_kv_cache_bad_input_is_refused_before_anything_is_written(tmp_path):
         ValueError, match="kv_cache=True needs a decoder-only causal LM.*BertForSequenceClassification"
     ):
         export(tiny_bert(), tmp_path / "bert", format="onnx", kv_cache=True)
-    sliding = MistralForCausalLM(
-        MistralConfig(
-            vocab_size=VOCAB,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=8,
-            sliding_window=8,
-        )
-    )
+    sliding = tiny_llama(family="mistral", head_dim=8, sliding_window=8)
     with pytest.raises(ValueError, match="does not export sliding-window attention yet.*sliding_window=8"):
         export(sliding, tmp_path / "sliding", format="onnx", kv_cache=True)
     with pytest.raises(ValueError, match="kv_cache=True applies to format='onnx' or 'onnx-int8'"):
