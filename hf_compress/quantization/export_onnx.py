@@ -69,7 +69,12 @@ from torch import nn
 
 from hf_compress import __version__
 from hf_compress.distributed import unwrap_model
-from hf_compress.quantization.export_onnx_cache import cache_layout, check_decode_step, with_positions
+from hf_compress.quantization.export_onnx_cache import (
+    cache_layout,
+    check_decode_step,
+    decode_step_runners,
+    with_positions,
+)
 from hf_compress.quantization.export_onnx_runtime import (  # noqa: F401 (INPUT_NAMES: public here too)
     INPUT_NAMES,
     SLOW_FUSIONS,
@@ -328,10 +333,10 @@ def export_model(model: nn.Module, path: str, export_format, settings):
     if settings.speed_repeats:
         baseline = copy_for_export(source_model).float()
         feed = session_feed(session, batch)
-        timings = median_latencies(
-            {"exported": lambda: session.run(None, feed), "pytorch_fp32": torch_runner(baseline, batch)},
-            settings.speed_repeats,
-        )
+        runs = {"exported": lambda: session.run(None, feed), "pytorch_fp32": torch_runner(baseline, batch)}
+        if cache is not None:
+            runs.update(decode_step_runners(session, baseline, batch))
+        timings = median_latencies(runs, settings.speed_repeats)
         measured = (
             f"median of {settings.speed_repeats} interleaved runs; ONNX Runtime session as hf_compress.onnx_session "
             f"with spin=False ({', '.join(SLOW_FUSIONS)} off, threads not spinning)"

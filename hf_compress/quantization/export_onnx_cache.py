@@ -288,3 +288,31 @@ def check_decode_step(session, model: nn.Module, batch: dict[str, torch.Tensor])
     difference = (step_logits - reference).abs().max().item()
     agreement = (step_logits.argmax(-1) == reference.argmax(-1)).float().mean().item()
     return difference, agreement
+
+
+def decode_step_runners(session, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict:
+    """Callables that generate one token after ``batch`` with the cache: the graph fed its own presents, and ``model``
+    (float32 PyTorch) with its own transformers cache, cut back to the prompt after each call. For the speed report."""
+    ids, mask = batch["input_ids"].long(), batch["attention_mask"].long()
+    feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), **empty_past_feed(session, len(ids))}
+    outputs = dict(zip([node.name for node in session.get_outputs()], session.run(None, feed)))
+    next_tokens = outputs["logits"][:, -1].argmax(-1).astype(np.int64)[:, None]
+    step_mask = np.concatenate([feed["attention_mask"], np.ones_like(next_tokens)], axis=1)
+    step_feed = {"input_ids": next_tokens, "attention_mask": step_mask, **next_past(outputs, feed)}
+    model.eval()
+    with torch.no_grad():
+        cache = _returned_cache(model(input_ids=ids, attention_mask=mask, use_cache=True, return_dict=True))
+    step_inputs = {
+        "input_ids": torch.from_numpy(next_tokens),
+        "attention_mask": torch.from_numpy(step_mask),
+        "position_ids": torch.from_numpy(step_mask).cumsum(-1)[:, -1:] - 1,
+        _cache_argument(model): cache,
+        "use_cache": True,
+    }
+
+    def pytorch_step():
+        with torch.no_grad():
+            model(**step_inputs)
+        cache.crop(-1)  # drop the step's token: back to the prompt
+
+    return {"exported_decode_step": lambda: session.run(None, step_feed), "pytorch_fp32_decode_step": pytorch_step}

@@ -85,6 +85,10 @@ class SpeedReport:
     measured: str
     compression: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # a KV-cache export: one generated token's step, against PyTorch's step with its own cache
+    decode_step_ms: float | None = None
+    pytorch_fp32_decode_step_ms: float | None = None
+    decode_speedup: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,6 +108,11 @@ class SpeedReport:
             )
         else:
             lines.append(f"- latency: {self.measured}")
+        if self.decode_speedup is not None:
+            lines.append(
+                f"- one generated token with the KV cache, past {self.batch_shape[-1]}: {self.decode_step_ms:.2f} ms in "
+                f"{self.runtime} vs {self.pytorch_fp32_decode_step_ms:.2f} ms PyTorch fp32 = {self.decode_speedup:.2f}x"
+            )
         lines.append("- compression, and what turns it into speed:")
         if not self.compression:
             lines.append("  - none detected (a dense float model)")
@@ -190,7 +199,8 @@ def build_report(
     measured: str,
 ) -> SpeedReport:
     """Assemble the report from :func:`detect_compression`'s ``detected`` kinds; ``timings`` holds
-    ``{"exported", "pytorch_fp32"}`` median seconds, or is None."""
+    ``{"exported", "pytorch_fp32"}`` median seconds (and ``"exported_decode_step", "pytorch_fp32_decode_step"`` for a
+    KV-cache export), or is None."""
     runtime, fast = FORMAT_RUNTIMES.get(format_name, (format_name, set()))
     compression = []
     kinds = set()
@@ -209,10 +219,13 @@ def build_report(
             "zeros (vLLM removed 2:4 in 2026). For speed, shrink the model physically or export int8 to a runtime "
             "that runs it (format='onnx-int8' on CPU)"
         )
-    latency = reference = speedup = None
+    latency = reference = speedup = step = reference_step = step_speedup = None
     if timings is not None:
         latency, reference = timings["exported"] * 1e3, timings["pytorch_fp32"] * 1e3
         speedup = reference / latency
+        if "exported_decode_step" in timings:
+            step, reference_step = timings["exported_decode_step"] * 1e3, timings["pytorch_fp32_decode_step"] * 1e3
+            step_speedup = reference_step / step
     return SpeedReport(
         format=format_name,
         runtime=runtime,
@@ -226,6 +239,9 @@ def build_report(
         measured=measured,
         compression=compression,
         warnings=warnings,
+        decode_step_ms=step,
+        pytorch_fp32_decode_step_ms=reference_step,
+        decode_speedup=step_speedup,
     )
 
 

@@ -51,6 +51,9 @@ def test_kv_cache_graph_generates_the_same_tokens_as_pytorch(tmp_path, family):
     result = export(model, tmp_path / "kv", format="onnx", kv_cache=True, speed_repeats=2, print_report=False)
     assert result.max_abs_diff < 1e-5 and result.top1_agreement == 1.0
     assert any(note.startswith("KV cache:") for note in result.notes)
+    # the speed report times one generated token with the cache, in ORT and in PyTorch with its own cache
+    assert result.speed["decode_step_ms"] > 0 and result.speed["decode_speedup"] > 0
+    assert "one generated token with the KV cache" in (tmp_path / "kv" / "speed_report.md").read_text()
     assert json.loads((tmp_path / "kv" / "config.json").read_text())["hf_compress_export"]["kv_cache"] is True
     session = onnx_session(tmp_path / "kv")
     inputs = [node.name for node in session.get_inputs()]
