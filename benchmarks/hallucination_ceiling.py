@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from hallucination_outside import BASELINES, auc, rouge_precisions, unigram_overlap  # noqa: E402
-from hallucination_tune import dev_sets, fit, prediction_row  # noqa: E402
+from hallucination_tune import cross_validated, dev_sets, prediction_row  # noqa: E402
 
 from hf_compress.metrics import language  # noqa: E402
 from hf_compress.metrics.checkers.lexical import with_contradiction_floor  # noqa: E402
@@ -113,22 +113,15 @@ def best_baseline(rows: list[dict]) -> tuple[str, float]:
     )
 
 
-def cross_validated(rows: list[dict], features, long: bool, floor: bool) -> dict[int, float]:
-    """Score of each row (by position in ``rows``) from a per-regime logistic model (the tune script's ``fit``)
-    fitted on the other folds."""
-    import numpy as np
-
-    scores = {}
+def cross_validated_scores(rows: list[dict], features, long: bool, floor: bool) -> dict[int, float]:
+    """Score of each row (by position in ``rows``) from a per-regime logistic model (the tune script's recipe)
+    fitted on the other folds, with the contradiction floor when ``floor``."""
     data = [(row["set"], features(row), row["label"]) for row in rows]
-    for fold in range(FOLDS):
-        train = [d for position, d in enumerate(data) if position % FOLDS != fold]
-        held = [position for position in range(len(data)) if position % FOLDS == fold]
-        model = fit(train, 0.5, 1.0)
-        probabilities = model.predict_proba(np.array([data[p][1] for p in held]))[:, 1]
-        for position, probability in zip(held, probabilities):
-            score = float(probability)
-            scores[position] = with_contradiction_floor(score, data[position][1], long) if floor else score
-    return scores
+    probabilities = cross_validated(data, FOLDS, 0.5, 1.0)
+    return {
+        position: with_contradiction_floor(probability, data[position][1], long) if floor else probability
+        for position, probability in enumerate(probabilities)
+    }
 
 
 def per_set_boosted(rows: list[dict]) -> float:
@@ -163,7 +156,7 @@ def per_set_linear(rows: list[dict]) -> tuple[float, tuple[str, ...]]:
     labels = [row["label"] for row in rows]
     best = (0.0, ())
     for names in SUBSETS:
-        scores = cross_validated(rows, lambda row, names=names: [row[n] for n in names], True, floor=False)
+        scores = cross_validated_scores(rows, lambda row, names=names: [row[n] for n in names], True, floor=False)
         value = auc([scores[p] for p in range(len(rows))], labels)
         best = max(best, (value, names))
     return best
@@ -177,7 +170,7 @@ def main() -> None:
     checker_scores: dict[int, float] = {}
     for long in (False, True):
         regime = [position for position, row in enumerate(rows) if row["long"] == long]
-        scores = cross_validated([rows[p] for p in regime], lambda row: row["checker"], long, floor=True)
+        scores = cross_validated_scores([rows[p] for p in regime], lambda row: row["checker"], long, floor=True)
         checker_scores.update({regime[i]: score for i, score in scores.items()})
 
     lines = [
@@ -222,7 +215,9 @@ def main() -> None:
     ranked = []
     for size in (1, 2, 3, 4):
         for names in itertools.combinations(OVERLAP_FEATURES, size):
-            scores = cross_validated(long_rows, lambda row, names=names: [row[n] for n in names], True, floor=False)
+            scores = cross_validated_scores(
+                long_rows, lambda row, names=names: [row[n] for n in names], True, floor=False
+            )
             margins = {}
             for name in outside:
                 members = [p for p, row in enumerate(long_rows) if row["set"] == name]

@@ -103,6 +103,19 @@ def fit(rows, project_weight: float, regularisation: float):
     return model.fit(features, labels, sample_weight=weights * len(rows))
 
 
+def cross_validated(rows, folds: int, project_weight: float, regularisation: float) -> list[float]:
+    """The held-out probability of each (set, features, label) row, in order: ``fit`` on the other folds (row
+    ``position % folds`` picks its fold)."""
+    probabilities = [0.0] * len(rows)
+    for fold in range(folds):
+        train = [row for position, row in enumerate(rows) if position % folds != fold]
+        held = [position for position in range(len(rows)) if position % folds == fold]
+        model = fit(train, project_weight, regularisation)
+        for position, probability in zip(held, model.predict_proba([rows[p][1] for p in held])[:, 1]):
+            probabilities[position] = float(probability)
+    return probabilities
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--project-weight", type=float, default=0.5)
@@ -126,12 +139,9 @@ def main() -> None:
             {name: sum(r[0] == name for r in rows) for name in sets},
         )
         scores: dict[str, list[tuple[float, bool]]] = {name: [] for name in sets}
-        for fold in range(args.folds):
-            train = [row for position, row in enumerate(rows) if position % args.folds != fold]
-            held = [row for position, row in enumerate(rows) if position % args.folds == fold]
-            model = fit(train, args.project_weight, args.regularisation)
-            for (name, features, label), probability in zip(held, model.predict_proba([row[1] for row in held])[:, 1]):
-                scores[name].append((with_contradiction_floor(float(probability), features, long), label))
+        probabilities = cross_validated(rows, args.folds, args.project_weight, args.regularisation)
+        for (name, features, label), probability in zip(rows, probabilities):
+            scores[name].append((with_contradiction_floor(probability, features, long), label))
         for name in sets:
             values, labels = [s for s, _ in scores[name]], [y for _, y in scores[name]]
             if len(set(labels)) == 2:

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from hf_compress.quantization.export_verify import model_outputs
+
 PAST_PREFIX = "past_key_values."
 PRESENT_PREFIX = "present."
 
@@ -41,6 +43,11 @@ def past_names(layers: int) -> list[str]:
 
 def present_names(layers: int) -> list[str]:
     return [f"{PRESENT_PREFIX}{layer}.{part}" for layer in range(layers) for part in ("key", "value")]
+
+
+def positions_from_mask(attention_mask):
+    """Position ids that count the real tokens so far (left padding does not shift them), as generate() computes."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def _cache_argument(model: nn.Module) -> str:
@@ -69,9 +76,6 @@ class CacheLayout:
     layers: int
     heads: int
     head_size: int
-
-    def empty(self, batch_size: int, dtype=torch.float32) -> list[torch.Tensor]:
-        return [torch.zeros(batch_size, self.heads, 0, self.head_size, dtype=dtype) for _ in range(2 * self.layers)]
 
 
 def cache_layout(model: nn.Module, batch: dict[str, torch.Tensor]) -> CacheLayout:
@@ -117,8 +121,7 @@ class CachedLogitsForward(nn.Module):
         from transformers import DynamicCache
 
         cache = DynamicCache(ddp_cache_data=list(zip(past[0::2], past[1::2])), config=self.model.config)
-        # positions count the real tokens so far: left padding does not shift them (as generate() computes them)
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
+        position_ids = positions_from_mask(attention_mask)[:, -input_ids.shape[1] :]
         output = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -130,7 +133,7 @@ class CachedLogitsForward(nn.Module):
         return (output.logits, *_layer_tensors(_returned_cache(output)))
 
 
-def trace_arguments(model: nn.Module, batch: dict[str, torch.Tensor], layout: CacheLayout):
+def trace_arguments(model: nn.Module, batch: dict[str, torch.Tensor]):
     """Example arguments for tracing: the batch's first half as the past (its cache) and its second half as new tokens,
     so that no axis the graph keeps dynamic is traced at length 0 or 1."""
     ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -157,26 +160,27 @@ def is_cached(session) -> bool:
     return any(node.name.startswith(PAST_PREFIX) for node in session.get_inputs())
 
 
+def _empty_pasts(inputs, batch_size: int) -> dict[str, np.ndarray]:
+    """Zero-length arrays for the ``past_key_values.*`` of ``inputs``, (name, (batch, heads, past, head size))."""
+    return {
+        name: np.zeros((batch_size, shape[1], 0, shape[3]), dtype=np.float32)
+        for name, shape in inputs
+        if name.startswith(PAST_PREFIX)
+    }
+
+
 def empty_past_feed(session, batch_size: int) -> dict[str, np.ndarray]:
     """Zero-length pasts for every ``past_key_values.*`` input of ``session`` (the first step, or a logits check)."""
-    feed = {}
-    for node in session.get_inputs():
-        if node.name.startswith(PAST_PREFIX):
-            _, heads, _, head_size = node.shape
-            feed[node.name] = np.zeros((batch_size, heads, 0, head_size), dtype=np.float32)
-    return feed
+    return _empty_pasts(((node.name, node.shape) for node in session.get_inputs()), batch_size)
 
 
 def empty_past_for_graph(file: str, batch_size: int) -> dict[str, np.ndarray]:
     """:func:`empty_past_feed` for the graph in ``file`` without a session (ONNX Runtime's calibration feeds)."""
     import onnx
 
-    feed = {}
-    for node in onnx.load(file, load_external_data=False).graph.input:
-        if node.name.startswith(PAST_PREFIX):
-            _, heads, _, head_size = (dim.dim_value for dim in node.type.tensor_type.shape.dim)
-            feed[node.name] = np.zeros((batch_size, heads, 0, head_size), dtype=np.float32)
-    return feed
+    inputs = onnx.load(file, load_external_data=False).graph.input
+    shapes = ((node.name, [dim.dim_value for dim in node.type.tensor_type.shape.dim]) for node in inputs)
+    return _empty_pasts(shapes, batch_size)
 
 
 def next_past(outputs: dict[str, np.ndarray], input_names) -> dict[str, np.ndarray]:
@@ -264,20 +268,24 @@ def onnx_generate(
 
 def with_positions(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``batch`` plus the position ids a KV-cache graph computes from its attention mask (for PyTorch references)."""
-    return {**batch, "position_ids": (batch["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)}
+    return {**batch, "position_ids": positions_from_mask(batch["attention_mask"])}
+
+
+def _prefill_then_step(session, ids: np.ndarray, mask: np.ndarray):
+    """Run the graph's prefill on ``ids`` and build the feed of the next step: (next tokens, the step's mask, its
+    feed with this prefill's presents as the past)."""
+    feed = {"input_ids": ids, "attention_mask": mask, **empty_past_feed(session, len(ids))}
+    outputs = dict(zip([node.name for node in session.get_outputs()], session.run(None, feed)))
+    next_tokens = outputs["logits"][:, -1].argmax(-1).astype(np.int64)[:, None]
+    step_mask = np.concatenate([mask, np.ones_like(next_tokens)], axis=1)
+    return next_tokens, step_mask, {"input_ids": next_tokens, "attention_mask": step_mask, **next_past(outputs, feed)}
 
 
 def check_decode_step(session, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
     """(max abs diff, top-1 agreement) of the graph's next-token logits after its own prefill of ``batch`` against
     ``model`` run on the whole extended sequence: checks that the presents the graph returns are right."""
-    from hf_compress.quantization.export_verify import model_outputs
-
     ids, mask = batch["input_ids"].long().numpy(), batch["attention_mask"].long().numpy()
-    feed = {"input_ids": ids, "attention_mask": mask, **empty_past_feed(session, len(ids))}
-    outputs = dict(zip([node.name for node in session.get_outputs()], session.run(None, feed)))
-    next_tokens = outputs["logits"][:, -1].argmax(-1).astype(np.int64)[:, None]
-    step_mask = np.concatenate([mask, np.ones_like(next_tokens)], axis=1)
-    step_feed = {"input_ids": next_tokens, "attention_mask": step_mask, **next_past(outputs, feed)}
+    next_tokens, step_mask, step_feed = _prefill_then_step(session, ids, mask)
     step_logits = torch.from_numpy(session.run(["logits"], step_feed)[0][:, -1]).float()
     extended = {
         "input_ids": torch.from_numpy(np.concatenate([ids, next_tokens], axis=1)),
@@ -294,18 +302,15 @@ def decode_step_runners(session, model: nn.Module, batch: dict[str, torch.Tensor
     """Callables that generate one token after ``batch`` with the cache: the graph fed its own presents, and ``model``
     (float32 PyTorch) with its own transformers cache, cut back to the prompt after each call. For the speed report."""
     ids, mask = batch["input_ids"].long(), batch["attention_mask"].long()
-    feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), **empty_past_feed(session, len(ids))}
-    outputs = dict(zip([node.name for node in session.get_outputs()], session.run(None, feed)))
-    next_tokens = outputs["logits"][:, -1].argmax(-1).astype(np.int64)[:, None]
-    step_mask = np.concatenate([feed["attention_mask"], np.ones_like(next_tokens)], axis=1)
-    step_feed = {"input_ids": next_tokens, "attention_mask": step_mask, **next_past(outputs, feed)}
+    next_tokens, step_mask, step_feed = _prefill_then_step(session, ids.numpy(), mask.numpy())
     model.eval()
     with torch.no_grad():
         cache = _returned_cache(model(input_ids=ids, attention_mask=mask, use_cache=True, return_dict=True))
+    step_mask = torch.from_numpy(step_mask)
     step_inputs = {
         "input_ids": torch.from_numpy(next_tokens),
-        "attention_mask": torch.from_numpy(step_mask),
-        "position_ids": torch.from_numpy(step_mask).cumsum(-1)[:, -1:] - 1,
+        "attention_mask": step_mask,
+        "position_ids": positions_from_mask(step_mask)[:, -1:],
         _cache_argument(model): cache,
         "use_cache": True,
     }

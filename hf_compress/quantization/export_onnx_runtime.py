@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 import torch
 
+from hf_compress.quantization.export_onnx_cache import PAST_PREFIX, empty_past_feed, empty_past_for_graph
+
 logger = logging.getLogger(__name__)
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -86,8 +88,6 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None, spin: bool
 def session_feed(session, batch: dict[str, torch.Tensor]) -> dict:
     """The numpy feed of ``batch`` for the session's inputs (a missing attention_mask is all ones; the pasts of a
     KV-cache graph are empty)."""
-    from hf_compress.quantization.export_onnx_cache import PAST_PREFIX, empty_past_feed
-
     names = [node.name for node in session.get_inputs()]
     feed = empty_past_feed(session, len(batch["input_ids"]))  # a KV-cache graph: its prefill, with no past
     for name in names:
@@ -221,8 +221,6 @@ def _ort_quantize(float_file, int8_file, mode, calibration_batches, input_names,
             "post-training int8 by onnxruntime.quantization.quantize_dynamic (per-channel int8 weights"
             f"{' in 7 bits' if reduce_range else ''}, dynamic activations)"
         )
-    from hf_compress.quantization.export_onnx_cache import empty_past_for_graph
-
     feeds = _calibration_feeds(calibration_batches, input_names)
     for feed in feeds:  # a KV-cache graph calibrates on its prefill, with no past
         feed.update(empty_past_for_graph(float_file, len(feed["input_ids"])))

@@ -101,7 +101,7 @@ def trace_to_onnx(
 
                 torch.onnx.export(
                     cached.CachedLogitsForward(model).eval(),
-                    cached.trace_arguments(model, inputs, cache),
+                    cached.trace_arguments(model, inputs),
                     file,
                     dynamo=False,
                     input_names=["input_ids", "attention_mask", *cached.past_names(cache.layers)],
