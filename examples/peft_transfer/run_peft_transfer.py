@@ -51,16 +51,21 @@ class SentimentDataset(torch.utils.data.Dataset):
 
 
 @torch.no_grad()
-def accuracy(model, dataset: SentimentDataset, batch_size: int = 64) -> float:
+def predict(model, dataset: SentimentDataset, batch_size: int = 64) -> torch.Tensor:
+    """The model's logits on every example of ``dataset`` (eval mode; the mode is restored)."""
     was_training = model.training
     model.eval()
-    correct = 0
-    for start in range(0, len(dataset), batch_size):
-        batch = slice(start, start + batch_size)
-        logits = model(input_ids=dataset.input_ids[batch], attention_mask=dataset.attention_mask[batch]).logits
-        correct += int((logits.argmax(-1) == dataset.labels[batch]).sum())
+    logits = [
+        model(input_ids=dataset.input_ids[start : start + batch_size],
+              attention_mask=dataset.attention_mask[start : start + batch_size]).logits
+        for start in range(0, len(dataset), batch_size)
+    ]  # fmt: skip
     model.train(was_training)
-    return correct / len(dataset)
+    return torch.cat(logits)
+
+
+def accuracy(logits: torch.Tensor, dataset: SentimentDataset) -> float:
+    return (logits.argmax(-1) == dataset.labels).float().mean().item()
 
 
 def encoder_sparsity(model) -> float:
@@ -84,7 +89,9 @@ def run(args: argparse.Namespace) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(path)
     train_set, eval_set = SentimentDataset(train_examples, tokenizer), SentimentDataset(eval_examples, tokenizer)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
-    results = {"before": {"sparsity": encoder_sparsity(model), "accuracy": accuracy(model, eval_set)}}
+    results = {
+        "before": {"sparsity": encoder_sparsity(model), "accuracy": accuracy(predict(model, eval_set), eval_set)}
+    }
 
     lora = LoraConfig(
         task_type=TaskType.SEQ_CLS, r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0,
@@ -108,10 +115,20 @@ def run(args: argparse.Namespace) -> dict:
         disable_tqdm=True,
     )
     Trainer(model=peft_model, args=training, train_dataset=train_set, callbacks=callbacks).train()
-    results["after_training"] = {"sparsity": encoder_sparsity(peft_model), "accuracy": accuracy(peft_model, eval_set)}
+    trained_logits = predict(peft_model, eval_set)
+    results["after_training"] = {
+        "sparsity": encoder_sparsity(peft_model),
+        "accuracy": accuracy(trained_logits, eval_set),
+    }
 
     merged = merge_and_unload(peft_model)
-    results["after_merge"] = {"sparsity": encoder_sparsity(merged), "accuracy": accuracy(merged, eval_set)}
+    merged_logits = predict(merged, eval_set)
+    results["after_merge"] = {
+        "sparsity": encoder_sparsity(merged),
+        "accuracy": accuracy(merged_logits, eval_set),
+        # W + BA in one weight rounds differently from W x + B(A x): an example on the boundary can flip
+        "max_abs_logit_diff": (merged_logits - trained_logits).abs().max().item(),
+    }
     merged.save_pretrained(os.path.join(args.output_dir, "merged"))
     tokenizer.save_pretrained(os.path.join(args.output_dir, "merged"))
     with open(os.path.join(args.output_dir, "results.json"), "w") as handle:

@@ -33,7 +33,10 @@ def test_peft_transfer_example_prunes_merges_and_reports(tmp_path):
     assert results["before"]["sparsity"] == 0.0
     assert results["after_training"]["sparsity"] == pytest.approx(0.5, abs=1e-6)
     assert results["after_merge"]["sparsity"] == pytest.approx(0.5, abs=1e-6)  # the merge kept the sparsity
-    assert results["after_merge"]["accuracy"] == results["after_training"]["accuracy"]  # and the model
+    # and the model: its logits, not only its accuracy (W + BA in one weight rounds differently from W x + B(A x), so
+    # an example on the decision boundary may flip: CI saw accuracy 0.609 against 0.594 once)
+    assert results["after_merge"]["max_abs_logit_diff"] < 1e-3
+    assert abs(results["after_merge"]["accuracy"] - results["after_training"]["accuracy"]) <= 1 / 64
     merged_files = os.listdir(tmp_path / "merged")
     assert "model.safetensors" in merged_files and "adapter_config.json" not in merged_files
     print(f"example ran in {elapsed:.1f} s")
