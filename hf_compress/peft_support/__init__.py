@@ -28,6 +28,8 @@ merged.save_pretrained("out/merged")
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -98,7 +100,11 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
             remove_compression_state(layer)
 
     old_names = {id(module): name for name, module in model.named_modules()}
-    merged = model.unload()
+    # every layer is merged already, so peft merges nothing more here; its merge_and_unload, not unload, keeps the
+    # trained copies of modules_to_save (a classification head): peft 0.22's unload() restores the originals
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="All adapters are already merged")  # expected: merged above
+        merged = model.merge_and_unload()
     _rename_quantized_modules(merged, old_names)
     for name, base, mask in kept_masks:
         weight = weight_out_in(base.weight.detach(), base)
